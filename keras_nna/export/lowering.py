@@ -1,0 +1,217 @@
+"""export_model: lower a quantized Keras model to an integer `Program`.
+
+The exporter walks a model produced by `quantize_model` (after `fit`),
+asks each `QuantizeWrapper` for its integer kernel codes and fixed-point
+requantization (the very tensors its inference path uses, so the program
+reproduces `model.predict` bit for bit), tracks the bits and power-of-two
+step of every activation, and emits one `LayerRecord` per accelerator
+instruction. Dropout and identity activations vanish; BatchNorm and ReLU are
+already folded into the wrappers.
+
+Example:
+
+>>> import numpy as np
+>>> from keras_nna.quantization import quantize_model
+>>> inputs = keras.Input((6, 6, 1))
+>>> x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+>>> x = keras.layers.Flatten()(x)
+>>> qmodel = quantize_model(keras.Model(inputs, keras.layers.Dense(3)(x)))
+>>> program = export_model(qmodel)
+>>> [layer.kind for layer in program.layers]
+['conv', 'flatten', 'dense']
+"""
+
+import math
+
+import keras
+import numpy as np
+
+from keras_nna.export.bytecode import BytecodeError, accumulator_bounds
+from keras_nna.export.program import LayerRecord, Program, same_padding
+from keras_nna.quantization.pooling import (
+    QuantizedAveragePooling2D,
+    QuantizedGlobalAveragePooling2D,
+)
+from keras_nna.quantization.quantizers import reciprocal_multiplier
+from keras_nna.quantization.wrapper import QuantizeWrapper
+
+__all__ = ["export_model", "ExportError"]
+
+
+class ExportError(ValueError):
+    """Raised when a model cannot be lowered to the accelerator."""
+
+
+def _err(layer, why, fix=""):
+    return ExportError(
+        f"Cannot export layer '{layer.name}' ({type(layer).__name__}): {why}." + (f" {fix}" if fix else "")
+    )
+
+
+def _spatial(layer, shape, kernel, strides, padding):
+    h, w, _ = shape
+    if padding == "same":
+        oh, pt, pb = same_padding(h, kernel[0], strides[0])
+        ow, pl, pr = same_padding(w, kernel[1], strides[1])
+    elif padding == "valid":
+        oh = (h - kernel[0]) // strides[0] + 1
+        ow = (w - kernel[1]) // strides[1] + 1
+        pt = pb = pl = pr = 0
+    else:
+        raise _err(layer, f"padding {padding!r} is not supported", "Use 'same' or 'valid'.")
+    if oh < 1 or ow < 1:
+        raise _err(layer, f"window {kernel} is larger than its input {shape[:2]}")
+    return (oh, ow), (pt, pl, pb, pr)
+
+
+def _lower_wrapper(layer, shape, bits, f_in):
+    s = layer.integer_summary()
+    inner = layer.layer
+    kind = s["kind"]
+    rec = LayerRecord(kind=kind, in_shape=shape, out_shape=None, in_bits=bits, out_bits=0,
+                      w_bits=s["weight_bits"], name=layer.name)
+    if kind == "dense":
+        if shape[0] != 1 or shape[1] != 1:
+            raise _err(layer, f"Dense receives a {shape} map", "Add Flatten or "
+                       "GlobalAveragePooling2D before the Dense layer.")
+        rec.weights = s["kernel"]
+        out_c = rec.weights.shape[1]
+        rec.out_shape = (1, 1, out_c)
+    else:
+        kernel = tuple(inner.kernel_size)
+        (oh, ow), rec.pads = _spatial(layer, shape, kernel, tuple(inner.strides), inner.padding)
+        rec.kernel_size, rec.strides = kernel, tuple(inner.strides)
+        if kind == "conv":
+            rec.weights = s["kernel"]
+        else:
+            rec.weights = s["kernel"][..., 0]
+        if kind == "separable":
+            rec.weights2 = s["kernel2"][0, 0]
+            rec.w2_bits = s["weight_bits"]
+        out_c = shape[2] if kind == "depthwise" else (rec.weights2 if kind == "separable" else rec.weights).shape[-1]
+        rec.out_shape = (oh, ow, out_c)
+    m, e, n = (np.asarray(v, np.int64) for v in (s["m"], s["e"], s["n"]))
+    # z_real * 2^e = acc_int * m * 2^-f_in + n  ->  integers with shift sh.
+    if f_in >= 0:
+        n = n << f_in
+        sh = e + f_in
+    else:
+        m = m << -f_in
+        sh = e.copy()
+    low = np.maximum(1 - sh, 0)
+    m, n, sh = m << low, n << low, sh + low
+    if np.any(sh > 62):
+        raise _err(layer, "a requantization multiplier is too small to represent (shift > 62)",
+                   "Check for dead channels with huge BatchNorm variance.")
+    if np.any(np.abs(m) >= 1 << 31):
+        raise _err(layer, "a requantization multiplier does not fit 32 bits")
+    rec.m, rec.n, rec.sh = m, n, sh
+    acc, mid = accumulator_bounds(rec)
+    rec.acc_wide = bool(max(int(acc.max(initial=0)), mid) >= 1 << 31)
+    worst = max((int(a) * abs(int(mm)) + abs(int(nn)) for a, mm, nn in zip(acc, m, n)), default=0)
+    if worst >= 1 << 53:
+        raise _err(layer, f"the worst-case requantization value {worst} exceeds 2^53",
+                   "Use fewer weight/activation bits for this layer.")
+    if s["activation_bits"]:
+        rec.out_bits = s["activation_bits"]
+        rec.out_exp = -int(round(math.log2(s["activation_step"])))
+    return rec
+
+
+def export_model(model, path=None):
+    """Lowers a quantized model to an integer program (and writes it).
+
+    Args:
+        model: A model returned by `quantize_model` (trained or not): a chain
+            from one uint8 image input to one output.
+        path: Optional file path; the bytecode is written there.
+
+    Returns:
+        The `Program` (call `.to_bytes()` for the bytecode).
+
+    Raises:
+        ExportError: If a layer is not supported, the graph is not a chain,
+            or a value range exceeds what the accelerator represents. The
+            message names the layer and why.
+    """
+    if not isinstance(model, keras.Model) or len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ExportError("export_model expects a keras.Model with one input and one output.")
+    in_shape = tuple(model.inputs[0].shape[1:])
+    if len(in_shape) != 3 or None in in_shape:
+        raise ExportError(
+            f"The model input must be a fixed-size image (H, W, C); received {in_shape}. "
+            "Build the model with keras.Input((H, W, C))."
+        )
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    records = []
+    shape, bits, f_in = in_shape, 8, 0
+    input_scale = 1.0
+    current = model.inputs[0]
+    for layer in layers:
+        if layer.input is not current:
+            raise _err(layer, "the model is not a simple chain (it has a branch or merge)",
+                       "Export supports sequential chains of layers.")
+        current = layer.output
+        if records and records[-1].out_bits == 0:
+            raise _err(layer, "it follows a layer without quantized ReLU output",
+                       "Only the last layer may produce raw (non-ReLU) values; add BatchNorm+ReLU.")
+        if isinstance(layer, QuantizeWrapper):
+            if layer.first_layer != (not any(r.kind != "flatten" for r in records)):
+                raise _err(layer, "first_layer flag does not match its position",
+                           "Re-run quantize_model on the float model.")
+            if layer.first_layer:
+                input_scale = layer.input_scale
+            rec = _lower_wrapper(layer, shape, bits, f_in)
+        elif isinstance(layer, keras.layers.MaxPooling2D):
+            cfg = layer.get_config()
+            pool, strides = tuple(cfg["pool_size"]), tuple(cfg["strides"] or cfg["pool_size"])
+            (oh, ow), pads = _spatial(layer, shape, pool, strides, cfg["padding"])
+            rec = LayerRecord("maxpool", shape, (oh, ow, shape[2]), bits, bits, f_in, pool=pool,
+                              strides=strides, pads=pads, name=layer.name)
+        elif isinstance(layer, (QuantizedAveragePooling2D, QuantizedGlobalAveragePooling2D)):
+            if (layer.bits, -int(round(math.log2(layer.step)))) != (bits, f_in) or not records:
+                raise _err(layer, f"its bits/step ({layer.bits}, {layer.step}) differ from its "
+                           f"input's ({bits}, {2.0 ** -f_in})", "Re-run quantize_model.")
+            if isinstance(layer, QuantizedGlobalAveragePooling2D):
+                pool, strides = shape[:2], (1, 1)
+            else:
+                pool, strides = layer.pool_size, layer.strides
+            (oh, ow), pads = _spatial(layer, shape, pool, strides, "valid")
+            m, s = reciprocal_multiplier(pool[0] * pool[1])
+            rec = LayerRecord("avgpool", shape, (oh, ow, shape[2]), bits, bits, f_in, pool=pool,
+                              strides=strides, m=np.array([m]), sh=np.array([s]), name=layer.name)
+        elif isinstance(layer, keras.layers.Flatten):
+            if shape[0] == 1 and shape[1] == 1:
+                continue
+            rec = LayerRecord("flatten", shape, (1, 1, int(np.prod(shape))), bits, bits, f_in,
+                              name=layer.name)
+        elif isinstance(layer, keras.layers.Dropout) or (
+            isinstance(layer, keras.layers.Activation) and layer.get_config()["activation"] == "linear"
+        ):
+            continue
+        else:
+            raise _err(layer, "this layer has no accelerator instruction",
+                       "Quantize the float model with keras_nna.quantization.quantize_model first; "
+                       "supported after quantization: QuantizeWrapper, MaxPooling2D, "
+                       "QuantizedAveragePooling2D, QuantizedGlobalAveragePooling2D, Flatten, Dropout.")
+        if not records and rec.kind in ("maxpool", "avgpool"):
+            raise _err(layer, "pooling cannot read the raw input image",
+                       "Start the model with a conv or dense layer.")
+        records.append(rec)
+        shape, bits, f_in = rec.out_shape, rec.out_bits, rec.out_exp
+    if not records:
+        raise ExportError("The model has no layer to export.")
+    out_rank = len(model.outputs[0].shape)
+    last = records[-1].out_shape
+    if out_rank == 4 and last[0] == 1 and last[1] == 1:
+        raise ExportError(
+            "The model output is a 1x1 feature map; the program returns it as a vector. "
+            "Add Flatten or GlobalAveragePooling2D at the end."
+        )
+    program = Program(in_shape, 8, records, input_scale)
+    if path is not None:
+        try:
+            program.save(path)
+        except BytecodeError as err:
+            raise ExportError(str(err)) from err
+    return program

@@ -1,0 +1,190 @@
+"""Pure-numpy reference interpreter of the bytecode.
+
+`run_reference` executes a `Program` on a uint8 batch with plain int64 numpy
+arithmetic, layer by layer, exactly as `docs/bytecode.md` specifies, and
+counts the statistics the emulator reports. It is slow and simple on
+purpose: the tests hold the C++ op and the quantized Keras model to it.
+
+Example:
+
+>>> import numpy as np
+>>> from keras_nna.export.program import LayerRecord, Program
+>>> rec = LayerRecord(kind="dense", in_shape=(1, 1, 3), out_shape=(1, 1, 2), in_bits=8,
+...                   out_bits=0, w_bits=4, weights=np.array([[1, -7], [0, 0], [3, 2]]),
+...                   m=np.array([16384, 16384]), n=np.array([0, 5]), sh=np.array([14, 14]))
+>>> out, stats = run_reference(Program((1, 1, 3), 8, [rec]), np.array([[[[2, 9, 0]]]], np.uint8))
+>>> out.tolist(), stats[0, 0].tolist()
+[[2.0, -14.000305]], [2, 2, 6, 11, 3, 2]
+"""
+
+import numpy as np
+
+from keras_nna.export.bytecode import POOL_RQ, RQ_ENTRY, _encode_kernel
+
+__all__ = ["run_reference", "STAT_NAMES", "check_images"]
+
+STAT_NAMES = ("events_in", "synops", "dense_macs", "weight_bytes", "act_bytes_in", "events_out")
+
+
+def check_images(program, images):
+    """Validates a batch against the program's input; returns it as uint8.
+
+    Raises:
+        ValueError: On a wrong rank/shape, or values that are not integers
+            in [0, 2**input_bits - 1].
+    """
+    images = np.asarray(images)
+    expected = tuple(program.input_shape)
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4 or tuple(images.shape[1:]) != expected:
+        raise ValueError(
+            f"Expected images of shape (N, {', '.join(map(str, expected))}), received "
+            f"{images.shape}. Resize the batch to the program's input shape."
+        )
+    if images.dtype != np.uint8:
+        top = 2**program.input_bits - 1
+        if not np.all(np.isfinite(images)) or np.any(images != np.round(images)) or images.min(
+            initial=0) < 0 or images.max(initial=0) > top:
+            raise ValueError(
+                f"Expected uint8 pixel codes 0..{top}, received dtype {images.dtype} with "
+                "non-integer or out-of-range values. Convert with "
+                "np.clip(np.round(x), 0, 255).astype(np.uint8)."
+            )
+        images = images.astype(np.uint8)
+    return images
+
+
+def _windows(x, kh, kw, strides, pads, out_hw):
+    """Yields (ky, kx, view) with view[n, oy, ox, c] = padded x at the tap."""
+    pt, pl, pb, pr = pads
+    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    oh, ow = out_hw
+    sh, sw = strides
+    for ky in range(kh):
+        for kx in range(kw):
+            yield ky, kx, xp[:, ky: ky + sh * (oh - 1) + 1: sh, kx: kx + sw * (ow - 1) + 1: sw, :]
+
+
+def _requant(rec, z):
+    if rec.out_bits == 0:
+        return None, np.ldexp(z.astype(np.float64), -rec.sh).astype(np.float32)
+    half = np.left_shift(np.int64(1), rec.sh - 1)
+    q = np.clip(np.right_shift(z + half, rec.sh), 0, (1 << rec.out_bits) - 1)
+    return q, np.ldexp(q.astype(np.float64), -rec.out_exp).astype(np.float32)
+
+
+def _layer_bytes(rec):
+    if rec.const_bytes is not None:
+        return rec.const_bytes
+    total = 0
+    for w, bits in ((rec.weights, rec.w_bits), (rec.weights2, rec.w2_bits)):
+        if w is not None:
+            total += len(_encode_kernel(w, bits)[1])
+    if rec.kind in ("conv", "depthwise", "separable", "dense"):
+        total += RQ_ENTRY.size * rec.out_shape[2]
+    elif rec.kind == "avgpool":
+        total += POOL_RQ.size
+    return total
+
+
+def _run_layer(rec, x):
+    """Returns (codes or None, float output, synops per image)."""
+    n = x.shape[0]
+    oh, ow, oc = rec.out_shape
+    nz = (x != 0).astype(np.int64)
+    synops = np.zeros(n, np.int64)
+    kind = rec.kind
+    if kind == "flatten":
+        codes = x.reshape(n, 1, 1, -1)
+        return codes, None, synops
+    if kind == "dense":
+        xf = x.reshape(n, -1)
+        acc = xf @ rec.weights
+        synops += nz.reshape(n, -1) @ (rec.weights != 0).sum(axis=1)
+        return _finish(rec, acc.reshape(n, 1, 1, oc), synops)
+    if kind in ("maxpool", "avgpool"):
+        ph, pw = rec.pool
+        taps = list(_windows(x, ph, pw, rec.strides, rec.pads, (oh, ow)))
+        for _, _, view in taps:
+            synops += (view != 0).sum(axis=(1, 2, 3))
+        if kind == "maxpool":
+            codes = np.max(np.stack([v for _, _, v in taps]), axis=0)
+            return codes, None, synops
+        total = np.sum(np.stack([v for _, _, v in taps]), axis=0)
+        s = int(rec.sh[0])
+        codes = np.clip((total * int(rec.m[0]) + (1 << (s - 1))) >> s, 0, (1 << rec.out_bits) - 1)
+        return codes, None, synops
+    kh, kw = rec.kernel_size
+    w = rec.weights
+    if kind == "conv":
+        acc = np.zeros((n, oh, ow, oc), np.int64)
+        wnz = (w != 0).sum(axis=3)
+        for ky, kx, view in _windows(x, kh, kw, rec.strides, rec.pads, (oh, ow)):
+            acc += view @ w[ky, kx]
+            synops += ((view != 0) @ wnz[ky, kx]).sum(axis=(1, 2))
+        return _finish(rec, acc, synops)
+    c = rec.in_shape[2]
+    dacc = np.zeros((n, oh, ow, c), np.int64)
+    for ky, kx, view in _windows(x, kh, kw, rec.strides, rec.pads, (oh, ow)):
+        dacc += view * w[ky, kx]
+        synops += ((view != 0) * (w[ky, kx] != 0)).sum(axis=(1, 2, 3))
+    if kind == "depthwise":
+        return _finish(rec, dacc, synops)
+    acc = dacc @ rec.weights2
+    synops += ((dacc != 0) @ (rec.weights2 != 0).sum(axis=1)).sum(axis=(1, 2))
+    return _finish(rec, acc, synops)
+
+
+def _finish(rec, acc, synops):
+    codes, values = _requant(rec, acc * rec.m + rec.n)
+    return codes, values, synops
+
+
+def run_reference(program, images):
+    """Runs a program on a batch with numpy.
+
+    Args:
+        program: A `Program` or bytecode (`bytes`, validated first).
+        images: uint8 array `(N, H, W, C)` (or one image `(H, W, C)`).
+
+    Returns:
+        `(outputs, stats)`: float32 outputs `(N, *program.output_shape)` and
+        int64 statistics `(N, n_layers, 6)` ordered as `STAT_NAMES`.
+
+    Raises:
+        ValueError: If the images do not match the program's input.
+        keras_nna.export.BytecodeError: If `program` is invalid bytecode.
+    """
+    if isinstance(program, (bytes, bytearray, memoryview)):
+        from keras_nna.export.bytecode import read_program
+
+        program = read_program(program)
+    x = check_images(program, images).astype(np.int64)
+    n = x.shape[0]
+    stats = np.zeros((n, len(program.layers), 6), np.int64)
+    values = None
+    for i, rec in enumerate(program.layers):
+        events = (x != 0).sum(axis=(1, 2, 3))
+        codes, values, synops = _run_layer(rec, x)
+        h, w, c = rec.in_shape
+        dense_bytes = -(-h * w * c * rec.in_bits // 8)
+        sparse_bytes = -(-events * (rec.in_bits + 16) // 8)
+        out = codes if codes is not None else values
+        stats[:, i] = np.stack(
+            [
+                events,
+                synops,
+                np.full(n, rec.dense_macs),
+                np.full(n, _layer_bytes(rec)),
+                np.minimum(dense_bytes, sparse_bytes),
+                (out.reshape(n, -1) != 0).sum(axis=1),
+            ],
+            axis=1,
+        )
+        if codes is not None:
+            x = codes
+    last = program.layers[-1]
+    if values is None:
+        values = np.ldexp(x.astype(np.float64), -last.out_exp).astype(np.float32)
+    return values.reshape((n, *program.output_shape)), stats

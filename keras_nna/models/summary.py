@@ -1,0 +1,196 @@
+"""Count the multiply-accumulates (MACs) of a Keras model.
+
+The accelerator's cost is dominated by the MACs of its convolutions and dense
+layers, so this is the number to compare models by (alongside
+`model.count_params()`). One MAC is one multiply-and-add of a weight with an
+input value; biases, batch normalization, activations and pooling are not
+counted.
+
+    model = keras_nna.models.AkidaNet()
+    print(format_macs(count_macs(model)))   # "16.51 M"
+    print(macs_summary(model))              # one line per layer
+
+Counted layers (nested models are walked into):
+
+| layer | MACs |
+| --- | --- |
+| `Conv2D` | out_h · out_w · k_h · k_w · (c_in / groups) · c_out |
+| `DepthwiseConv2D` | out_h · out_w · k_h · k_w · c_in · depth_multiplier |
+| `SeparableConv2D` | the depthwise part above + out_h · out_w · c_in · depth_multiplier · c_out |
+| `Dense` | (input positions) · c_in · units |
+
+The model must be built with fully known input and output shapes (no `None`
+besides the batch axis). A layer called several times is counted once, at its
+first call.
+"""
+
+import keras
+
+__all__ = ["count_macs", "format_macs", "layer_macs", "macs_summary"]
+
+
+def _known(shape, layer, what):
+    dims = tuple(shape)[1:]
+    if any(d is None for d in dims):
+        raise ValueError(f"Cannot count the MACs of layer '{layer.name}': expected a fully "
+                         f"known {what} shape besides the batch axis, received "
+                         f"{tuple(shape)}. Build the model with a fixed input shape, e.g. "
+                         f"`keras.Input((96, 96, 3))`.")
+    return dims
+
+
+def _prod(values):
+    out = 1
+    for v in values:
+        out *= int(v)
+    return out
+
+
+def _single_layer_macs(layer):
+    """MACs of one counted layer, or `None` for layers that are not counted."""
+    # SeparableConv2D and DepthwiseConv2D are not Conv2D subclasses in Keras 3,
+    # but test the most specific classes first anyway.
+    if isinstance(layer, keras.layers.SeparableConv2D):
+        c_in = _known(layer.input.shape, layer, "input")[-1]
+        out = _known(layer.output.shape, layer, "output")
+        positions = _prod(out[:-1])
+        k = _prod(layer.kernel_size)
+        mid = c_in * layer.depth_multiplier
+        return positions * k * mid + positions * mid * out[-1]
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        c_in = _known(layer.input.shape, layer, "input")[-1]
+        out = _known(layer.output.shape, layer, "output")
+        return _prod(out[:-1]) * _prod(layer.kernel_size) * c_in * layer.depth_multiplier
+    if isinstance(layer, keras.layers.Conv2D):
+        c_in = _known(layer.input.shape, layer, "input")[-1]
+        out = _known(layer.output.shape, layer, "output")
+        if layer.data_format == "channels_first":
+            c_in = _known(layer.input.shape, layer, "input")[0]
+            out = out[1:] + out[:1]
+        return _prod(out[:-1]) * _prod(layer.kernel_size) * (c_in // layer.groups) * out[-1]
+    if isinstance(layer, keras.layers.Dense):
+        dims = _known(layer.input.shape, layer, "input")
+        return _prod(dims[:-1]) * dims[-1] * layer.units
+    return None
+
+
+def _walk(model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _walk(layer)
+        else:
+            yield layer
+
+
+def layer_macs(model):
+    """Returns the MACs of every counted layer of a model.
+
+    Args:
+        model: A built `keras.Model` (functional or sequential) with known shapes.
+
+    Returns:
+        A dict `{layer name: MACs}` in layer order, holding only the counted
+        layer types (see the module docstring).
+
+    Raises:
+        TypeError: If `model` is not a `keras.Model`.
+        ValueError: If a counted layer has an unknown (`None`) dimension.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((4, 4, 2)),
+    ...                           keras.layers.Conv2D(3, 3, padding="same", name="c"),
+    ...                           keras.layers.Flatten(),
+    ...                           keras.layers.Dense(5, name="d")])
+    >>> layer_macs(model)
+    {'c': 864, 'd': 240}
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"Expected a built `keras.Model`, received {type(model).__name__}. "
+                        f"Wrap layers in `keras.Sequential([...])` or a functional model first.")
+    out = {}
+    for layer in _walk(model):
+        macs = _single_layer_macs(layer)
+        if macs is not None:
+            out[layer.name] = int(macs)
+    return out
+
+
+def count_macs(model):
+    """Returns the total MACs of one inference of a model on one sample.
+
+    Args:
+        model: A built `keras.Model` with known shapes.
+
+    Returns:
+        The number of multiply-accumulates, an int.
+
+    Raises:
+        TypeError: If `model` is not a `keras.Model`.
+        ValueError: If a counted layer has an unknown (`None`) dimension.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    >>> count_macs(model)
+    32
+    """
+    return sum(layer_macs(model).values())
+
+
+def format_macs(macs, digits=2):
+    """Formats a MAC count with a unit: `K`, `M` or `G` (powers of 1000).
+
+    Args:
+        macs: The number of MACs.
+        digits: Decimals printed. Defaults to `2`.
+
+    Returns:
+        A string such as `"16.51 M"`.
+
+    Example:
+
+    >>> format_macs(16_512_345), format_macs(950)
+    ('16.51 M', '950')
+    """
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if macs >= scale:
+            return f"{macs / scale:.{digits}f} {unit}"
+    return str(int(macs))
+
+
+def macs_summary(model):
+    """Returns a text table of the MACs of every counted layer and their total.
+
+    Args:
+        model: A built `keras.Model` with known shapes.
+
+    Returns:
+        A multi-line string: layer name, layer class, MACs, share of the total.
+
+    Raises:
+        TypeError: If `model` is not a `keras.Model`.
+        ValueError: If a counted layer has an unknown (`None`) dimension.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, name="fc")])
+    >>> print(macs_summary(model))
+    layer  type   MACs  share
+    fc     Dense    32 100.0%
+    total           32
+    """
+    per_layer = layer_macs(model)
+    classes = {layer.name: type(layer).__name__ for layer in _walk(model)}
+    total = sum(per_layer.values())
+    rows = [(name, classes[name], f"{macs:,}", f"{100.0 * macs / max(total, 1):.1f}%")
+            for name, macs in per_layer.items()]
+    header = ("layer", "type", "MACs", "share")
+    footer = ("total", "", f"{total:,}", "")
+    widths = [max(len(r[i]) for r in rows + [header, footer]) for i in range(4)]
+
+    def line(r):
+        return (f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}} "
+                f"{r[3]:>{widths[3]}}").rstrip()
+
+    return "\n".join([line(header)] + [line(r) for r in rows] + [line(footer)])

@@ -1,0 +1,259 @@
+"""Quantizers: the arithmetic every quantized keras_nna layer shares.
+
+Two families live here, both pure TensorFlow so they run eagerly, in
+`tf.function` and under XLA:
+
+* **Fake quantizers** (`fake_quantize_weights`, `fake_quantize_activations`)
+  are used while training. They round values to the integer grid in the
+  forward pass and let gradients through unchanged inside the clipping range
+  (the straight-through estimator, STE).
+* **Integer helpers** (`quantize_weights`, `activation_step`, `dyadic`,
+  `reciprocal_multiplier`) compute the integer codes and fixed-point
+  multipliers of `docs/quantization.md`. The inference path of the layers and
+  the exporter both call them, so the Keras model and the bytecode agree bit
+  for bit.
+
+Weights are signed, symmetric and per output channel (narrow range: 4 bits
+gives codes -7..7); activations are unsigned codes on a power-of-two step.
+
+Example:
+
+>>> import numpy as np
+>>> codes, scale = quantize_weights(np.array([[0.7, -0.1], [-0.35, 0.05]]), bits=4)
+>>> codes.numpy().tolist(), scale.numpy().tolist()
+([[7.0, -7.0], [-4.0, 4.0]], [0.1, 0.014285714285714285])
+>>> activation_step(4, activation_max=4.0)
+0.25
+"""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = [
+    "check_bits",
+    "weight_qmax",
+    "activation_qmax",
+    "activation_step",
+    "quantize_weights",
+    "fake_quantize_weights",
+    "fake_quantize_activations",
+    "dyadic",
+    "reciprocal_multiplier",
+    "MANTISSA_BITS",
+]
+
+MANTISSA_BITS = 15
+"""Requantization multipliers have ``MANTISSA_BITS`` significant bits."""
+
+_BIT_RANGES = {"weight": (2, 8), "activation": (1, 8), "input": (8, 8)}
+
+
+def check_bits(bits, kind, name=None):
+    """Validates a bit width and returns it as an `int`.
+
+    Args:
+        bits: The requested number of bits.
+        kind: One of `"weight"` (2–8), `"activation"` (1–8) or `"input"` (8).
+        name: Optional layer name, used in the error message.
+
+    Returns:
+        `bits` as a Python `int`.
+
+    Raises:
+        ValueError: If `bits` is not an integer inside the range of `kind`.
+
+    Example:
+
+    >>> check_bits(5, "weight")
+    5
+    """
+    low, high = _BIT_RANGES[kind]
+    where = f" for layer '{name}'" if name else ""
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not low <= bits <= high:
+        raise ValueError(
+            f"Invalid {kind} bit width{where}: expected an integer in [{low}, {high}], "
+            f"received {bits!r}. Set a supported width in the QuantizationPolicy."
+        )
+    return int(bits)
+
+
+def weight_qmax(bits):
+    """Largest weight code for `bits` (symmetric narrow range): 2**(bits-1) - 1."""
+    return 2 ** (int(bits) - 1) - 1
+
+
+def activation_qmax(bits):
+    """Largest activation code for `bits` (unsigned): 2**bits - 1."""
+    return 2 ** int(bits) - 1
+
+
+def activation_step(bits, activation_max=4.0):
+    """Returns the power-of-two activation step for `bits` and a target range.
+
+    The step is ``2 ** round(log2(activation_max / (2**bits - 1)))``, so the
+    codes ``0 .. 2**bits - 1`` cover roughly ``[0, activation_max]``.
+
+    Args:
+        bits: Activation bits (1–8).
+        activation_max: Approximate largest representable activation.
+            Defaults to `4.0`.
+
+    Returns:
+        The step as a Python float (an exact power of two).
+
+    Example:
+
+    >>> [activation_step(b) for b in (1, 2, 4, 8)]
+    [4.0, 1.0, 0.25, 0.015625]
+    """
+    if not activation_max > 0:
+        raise ValueError(f"activation_max must be > 0, received {activation_max!r}.")
+    return float(2.0 ** round(math.log2(activation_max / activation_qmax(bits))))
+
+
+def _channel_axes(rank, channel_axes):
+    channel_axes = [a % rank for a in channel_axes]
+    return [a for a in range(rank) if a not in channel_axes]
+
+
+def quantize_weights(w, bits, channel_axes=(-1,)):
+    """Quantizes weights to signed symmetric per-channel integer codes.
+
+    ``scale = max|w| / (2**(bits-1) - 1)`` per channel (1 for an all-zero
+    channel) and ``codes = clip(round(w / scale), -qmax, qmax)`` with
+    round-half-to-even.
+
+    Args:
+        w: Weight tensor.
+        bits: Weight bits (2–8).
+        channel_axes: Axes that index the channels (one scale per index).
+            Defaults to `(-1,)`, the output channels of Keras kernels.
+
+    Returns:
+        `(codes, scale)`: float tensors; `codes` has the shape of `w`,
+        `scale` keeps size-1 reduced axes so that `codes * scale` broadcasts.
+    """
+    w = tf.convert_to_tensor(w)
+    qmax = float(weight_qmax(bits))
+    axes = _channel_axes(len(w.shape), channel_axes)
+    wmax = tf.reduce_max(tf.abs(w), axis=axes, keepdims=True)
+    scale = tf.where(wmax > 0, wmax / qmax, tf.ones_like(wmax))
+    codes = tf.clip_by_value(tf.round(w / scale), -qmax, qmax)
+    return codes, scale
+
+
+def fake_quantize_weights(w, bits, channel_axes=(-1,), progress=None):
+    """Fake-quantizes weights with a straight-through gradient.
+
+    Args:
+        w: Weight tensor (a variable's value).
+        bits: Weight bits (2–8).
+        channel_axes: Channel axes, as in `quantize_weights`. Defaults to `(-1,)`.
+        progress: Optional scalar in [0, 1]: the fraction of weights
+            quantized (progressive quantization; the others stay float).
+            Defaults to `None` (all weights quantized).
+
+    Returns:
+        A tensor like `w` whose forward value is on the grid and whose
+        gradient with respect to `w` is the identity.
+    """
+    codes, scale = quantize_weights(w, bits, channel_axes)
+    wq = codes * tf.stop_gradient(scale)
+    if progress is not None:
+        keep = tf.random.uniform(tf.shape(w)) < tf.cast(progress, w.dtype)
+        wq = tf.where(keep, wq, w)
+    return w + tf.stop_gradient(wq - w)
+
+
+def fake_quantize_activations(x, bits, step):
+    """ReLU + fake quantization to unsigned codes on a power-of-two grid.
+
+    Forward: ``clip(round(x / step), 0, 2**bits - 1) * step``. Backward: the
+    gradient is 1 where ``0 < x < (2**bits - 1) * step`` and 0 outside.
+
+    Args:
+        x: Pre-activation tensor.
+        bits: Activation bits (1–8).
+        step: Grid step (a power of two).
+
+    Returns:
+        The fake-quantized activation.
+
+    Example:
+
+    >>> x = tf.constant([-1.0, 0.1, 0.125, 0.13, 2.0, 9.0])
+    >>> fake_quantize_activations(x, 4, 0.25).numpy().tolist()
+    [0.0, 0.0, 0.0, 0.25, 2.0, 3.75]
+    """
+    top = activation_qmax(bits) * step
+    clipped = tf.clip_by_value(x, 0.0, top)
+    q = tf.floor(clipped / step + 0.5) * step
+    return clipped + tf.stop_gradient(q - clipped)
+
+
+def _floor_log2(x):
+    """Exact floor(log2(|x|)) of float64 values via the exponent bits (x != 0)."""
+    bits = tf.bitcast(tf.abs(x), tf.int64)
+    return tf.bitwise.right_shift(bits, 52) - 1023
+
+
+def dyadic(a, b=None):
+    """Rounds per-channel multipliers to ``m * 2**-e`` with a 15-bit mantissa.
+
+    Used for requantization: ``A = m * 2**-e`` with ``2**14 <= |m| <= 2**15``
+    and, when given, the offset ``B`` rounded to the same grid, ``n * 2**-e``.
+    Computed in float64 from exact exponent bits, so eager, graph and XLA
+    runs give the same integers.
+
+    Args:
+        a: float64 tensor of multipliers (zeros allowed).
+        b: Optional float64 tensor of offsets, same shape as `a`.
+
+    Returns:
+        `(m, e, n)` float64 tensors holding integers (`n` is `None` when
+        `b` is `None`).
+
+    Example:
+
+    >>> m, e, n = dyadic(tf.constant([0.1, 3.0], tf.float64), tf.constant([0.5, -1.25], tf.float64))
+    >>> m.numpy().tolist(), e.numpy().tolist(), n.numpy().tolist()
+    ([26214.0, 24576.0], [18.0, 13.0], [131072.0, -10240.0])
+    """
+    a = tf.convert_to_tensor(a, tf.float64)
+    safe = tf.where(a == 0, tf.ones_like(a), a)
+    e = tf.cast(MANTISSA_BITS - 1 - _floor_log2(safe), tf.float64)
+    e = tf.where(a == 0, tf.zeros_like(e), e)
+    m = tf.round(a * tf.pow(tf.constant(2.0, tf.float64), e))
+    n = None
+    if b is not None:
+        b = tf.convert_to_tensor(b, tf.float64)
+        n = tf.round(b * tf.pow(tf.constant(2.0, tf.float64), e))
+    return m, e, n
+
+
+def reciprocal_multiplier(count):
+    """Returns `(m, shift)` with ``m / 2**shift`` ≈ ``1 / count`` (15-bit m).
+
+    Args:
+        count: Number of values averaged (a positive integer).
+
+    Returns:
+        Python ints `(m, shift)`, ``2**14 <= m <= 2**15``.
+
+    Example:
+
+    >>> reciprocal_multiplier(9)
+    (29127, 18)
+    >>> reciprocal_multiplier(4)
+    (16384, 16)
+    """
+    count = int(count)
+    if count < 1:
+        raise ValueError(f"count must be >= 1, received {count}.")
+    shift = MANTISSA_BITS - 1 + (count - 1).bit_length()
+    if count & (count - 1) == 0:
+        shift = MANTISSA_BITS - 1 + count.bit_length() - 1
+    m = int(round(2**shift / count))
+    return m, shift

@@ -1,0 +1,360 @@
+"""QuantizeWrapper: quantization-aware training for one Keras layer.
+
+`QuantizeWrapper` wraps a `Conv2D`, `DepthwiseConv2D`, `SeparableConv2D` or
+`Dense` layer and, optionally, the `BatchNormalization` and ReLU that follow
+it (`quantize_model` fuses them for you). It has two faces:
+
+* **Training** (`training=True`): the kernel is fake-quantized to
+  `weight_bits` with a straight-through gradient, BatchNorm runs with batch
+  statistics, and the ReLU output is fake-quantized to `activation_bits`
+  unsigned codes on a power-of-two step. This is as cheap as the float layer
+  plus a few element-wise ops.
+* **Inference** (`training=False`, i.e. `predict`/`evaluate`): the layer
+  computes the integer semantics of `docs/quantization.md` exactly — integer
+  kernel codes, an exact float64 accumulator, BatchNorm folded into a 15-bit
+  fixed-point multiplier per channel, round-half-up, clip. Its output is what
+  the exported bytecode produces on the accelerator, bit for bit.
+
+Bit widths come from a `QuantizationPolicy` (resolved by layer name).
+
+Example:
+
+>>> import numpy as np
+>>> layer = QuantizeWrapper(keras.layers.Dense(3), activation="relu")
+>>> y = layer(np.ones((2, 4), "float32"), training=False)
+>>> bool(np.all(np.mod(y.numpy(), layer.activation_step) == 0))
+True
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_nna.quantization.policy import QuantizationPolicy
+from keras_nna.quantization.quantizers import (
+    activation_qmax,
+    dyadic,
+    fake_quantize_activations,
+    fake_quantize_weights,
+    quantize_weights,
+)
+
+__all__ = ["QuantizeWrapper", "SUPPORTED_LAYERS"]
+
+SUPPORTED_LAYERS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense")
+
+
+def layer_kind(layer):
+    """Returns 'conv' | 'depthwise' | 'separable' | 'dense', or None."""
+    if isinstance(layer, keras.layers.SeparableConv2D):
+        return "separable"
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return "depthwise"
+    if isinstance(layer, keras.layers.Conv2D) and not isinstance(
+        layer, keras.layers.Conv2DTranspose
+    ):
+        return "conv"
+    if isinstance(layer, keras.layers.Dense):
+        return "dense"
+    return None
+
+
+def _check_layer(layer):
+    kind = layer_kind(layer)
+    if kind is None:
+        raise ValueError(
+            f"QuantizeWrapper cannot wrap layer '{layer.name}' of class "
+            f"{type(layer).__name__}: expected one of {', '.join(SUPPORTED_LAYERS)}."
+        )
+    cfg = layer.get_config()
+    problems = []
+    if kind != "dense":
+        if cfg.get("data_format", "channels_last") != "channels_last":
+            problems.append(f"data_format={cfg['data_format']!r} (expected 'channels_last')")
+        if tuple(cfg.get("dilation_rate", (1, 1))) not in ((1, 1), (1,)):
+            problems.append(f"dilation_rate={cfg['dilation_rate']} (expected (1, 1))")
+        if cfg.get("groups", 1) != 1:
+            problems.append(f"groups={cfg['groups']} (expected 1)")
+        if cfg.get("depth_multiplier", 1) != 1:
+            problems.append(f"depth_multiplier={cfg['depth_multiplier']} (expected 1)")
+        if cfg.get("padding") not in ("same", "valid"):
+            problems.append(f"padding={cfg.get('padding')!r} (expected 'same' or 'valid')")
+        if kind == "separable" and cfg["strides"][0] != cfg["strides"][1]:
+            problems.append(f"strides={cfg['strides']} (separable needs equal strides)")
+    act = cfg.get("activation", "linear")
+    if act not in ("linear", "relu", None):
+        problems.append(f"activation={act!r} (expected 'linear' or 'relu')")
+    if problems:
+        raise ValueError(
+            f"Layer '{layer.name}' ({type(layer).__name__}) cannot be quantized: "
+            + "; ".join(problems)
+            + ". Change the layer configuration before quantize_model."
+        )
+    return kind
+
+
+@keras.saving.register_keras_serializable(package="keras_nna")
+class QuantizeWrapper(keras.layers.Wrapper):
+    """Quantization-aware wrapper of a conv/depthwise/separable/dense layer.
+
+    Args:
+        layer: The layer to wrap (`Conv2D`, `DepthwiseConv2D` with
+            `depth_multiplier=1`, `SeparableConv2D` or `Dense`).
+        policy: A `QuantizationPolicy` (or its config dict) giving the bit
+            widths. Defaults to `None` (the default policy).
+        batch_norm: Optional `BatchNormalization` layer fused after the
+            wrapped layer. Defaults to `None`.
+        activation: `"relu"` to quantize the (ReLU) output to unsigned codes,
+            `None` for a raw output layer (logits). A wrapped layer whose own
+            activation is `"relu"` implies `"relu"`. Defaults to `None`.
+        first_layer: Whether the layer consumes the model input (uint8
+            pixels): it then gets the policy's first-layer weight bits and
+            rounds/clips its input to 0–255 at inference. Defaults to `False`.
+        input_scale: Real value of one input unit, folded from a leading
+            `Rescaling` layer (e.g. `1/255`). Defaults to `1.0`.
+        **kwargs: Base layer arguments (`name`, ...).
+
+    Raises:
+        ValueError: If the layer or its configuration is not supported.
+    """
+
+    def __init__(
+        self,
+        layer,
+        policy=None,
+        batch_norm=None,
+        activation=None,
+        first_layer=False,
+        input_scale=1.0,
+        **kwargs,
+    ):
+        kind = _check_layer(layer)
+        kwargs.setdefault("name", f"quant_{layer.name}")
+        super().__init__(layer, **kwargs)
+        if isinstance(policy, dict):
+            policy = QuantizationPolicy.from_config(policy)
+        self.policy = policy or QuantizationPolicy()
+        if batch_norm is not None and not isinstance(batch_norm, keras.layers.BatchNormalization):
+            raise ValueError(
+                f"batch_norm must be a keras.layers.BatchNormalization, received "
+                f"{type(batch_norm).__name__}."
+            )
+        if batch_norm is not None and batch_norm.get_config().get("axis", -1) not in (-1, [-1]):
+            if batch_norm.get_config()["axis"] not in (3, [3]) or kind == "dense":
+                raise ValueError(
+                    f"BatchNormalization '{batch_norm.name}' must normalise the channel "
+                    f"(last) axis, received axis={batch_norm.get_config()['axis']}."
+                )
+        self.batch_norm = batch_norm
+        inner_act = layer.get_config().get("activation", "linear")
+        if activation not in (None, "relu"):
+            raise ValueError(
+                f"activation must be 'relu' or None, received {activation!r}."
+            )
+        if inner_act == "relu":
+            if batch_norm is not None:
+                raise ValueError(
+                    f"Layer '{layer.name}' applies ReLU before BatchNormalization; keras_nna "
+                    "quantizes conv → BatchNorm → ReLU. Move the activation after the BatchNorm."
+                )
+            activation = "relu"
+        self.activation = activation
+        self.kind = kind
+        self.first_layer = bool(first_layer)
+        self.input_scale = float(input_scale)
+        if not self.input_scale > 0:
+            raise ValueError(f"input_scale must be > 0, received {input_scale!r}.")
+        spec = self.policy.resolve(layer.name, first_layer=self.first_layer)
+        self.weight_bits = spec["weight_bits"]
+        self.activation_bits = spec["activation_bits"] if activation else None
+        self.activation_step = spec["activation_step"] if activation else None
+
+    # ------------------------------------------------------------------ build
+    def build(self, input_shape):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        out_shape = self.layer.compute_output_shape(input_shape)
+        if self.batch_norm is not None and not self.batch_norm.built:
+            self.batch_norm.build(out_shape)
+        if self.policy.progressive:
+            self.progress = self.add_weight(
+                name="progress", shape=(), initializer="ones", trainable=False
+            )
+        else:
+            self.progress = None
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    # ------------------------------------------------------- kernel handling
+    def _kernels(self):
+        if self.kind == "separable":
+            return self.layer.depthwise_kernel, self.layer.pointwise_kernel
+        return self.layer.kernel, None
+
+    def quantized_kernels(self):
+        """Integer kernel codes and per-output-channel scales.
+
+        Returns:
+            `(codes1, codes2, scale)`: float32 tensors. `codes2` is the
+            pointwise kernel of a separable layer (else `None`); `scale` has
+            one entry per output channel.
+        """
+        k1, k2 = self._kernels()
+        bits = self.weight_bits
+        if self.kind == "separable":
+            d_codes, s_d = quantize_weights(k1, bits, channel_axes=(2, 3))
+            pw_eff = k2 * tf.reshape(s_d, (1, 1, -1, 1))
+            p_codes, s_p = quantize_weights(pw_eff, bits)
+            return d_codes, p_codes, tf.reshape(s_p, (-1,))
+        axes = (2, 3) if self.kind == "depthwise" else (-1,)
+        codes, scale = quantize_weights(k1, bits, channel_axes=axes)
+        return codes, None, tf.reshape(scale, (-1,))
+
+    def _fake_kernels(self):
+        k1, k2 = self._kernels()
+        bits, progress = self.weight_bits, self.progress
+        if self.kind == "separable":
+            _, s_d = quantize_weights(k1, bits, channel_axes=(2, 3))
+            s_d = tf.stop_gradient(s_d)
+            norm = k1 / s_d
+            rounded = tf.round(norm)
+            if progress is not None:
+                keep = tf.random.uniform(tf.shape(norm)) < progress
+                rounded = tf.where(keep, rounded, norm)
+            d = norm + tf.stop_gradient(rounded - norm)
+            p = fake_quantize_weights(k2 * tf.reshape(s_d, (1, 1, -1, 1)), bits, progress=progress)
+            return d, p
+        axes = (2, 3) if self.kind == "depthwise" else (-1,)
+        return fake_quantize_weights(k1, bits, channel_axes=axes, progress=progress), None
+
+    def _apply(self, x, k1, k2):
+        cfg = self.layer
+        if self.kind == "dense":
+            return keras.ops.matmul(x, k1)
+        strides = (1, *cfg.strides, 1)
+        padding = cfg.padding.upper()
+        if self.kind == "conv":
+            return tf.nn.conv2d(x, k1, strides, padding)
+        if self.kind == "depthwise":
+            return tf.nn.depthwise_conv2d(x, k1, strides, padding)
+        return tf.nn.separable_conv2d(x, k1, k2, strides, padding)
+
+    # ------------------------------------------------------ requantization
+    def requantization(self, scale=None):
+        """Per-channel fixed-point requantization ``(m, e, n)`` (float64 integers).
+
+        ``z = acc_real * m * 2**-e + n * 2**-e`` where `acc_real` is the
+        accumulator of integer kernel codes times real input values.
+
+        Args:
+            scale: Per-channel weight scales if already computed by
+                `quantized_kernels`. Defaults to `None` (computed here).
+
+        Returns:
+            `(m, e, n)` float64 tensors holding integers.
+        """
+        if scale is None:
+            scale = self.quantized_kernels()[2]
+        a = tf.cast(scale, tf.float64) * self.input_scale
+        b = tf.zeros_like(a)
+        if self.layer.get_config().get("use_bias", False):
+            b = tf.cast(self.layer.bias, tf.float64)
+        bn = self.batch_norm
+        if bn is not None:
+            var = tf.cast(bn.moving_variance, tf.float64)
+            g = 1.0 / tf.sqrt(var + bn.epsilon)
+            if bn.scale:
+                g = g * tf.cast(bn.gamma, tf.float64)
+            b = (b - tf.cast(bn.moving_mean, tf.float64)) * g
+            if bn.center:
+                b = b + tf.cast(bn.beta, tf.float64)
+            a = a * g
+        if self.activation:
+            a = a / self.activation_step
+            b = b / self.activation_step
+        return dyadic(a, b)
+
+    # ----------------------------------------------------------------- call
+    def call(self, inputs, training=None):
+        if training:
+            return self._call_train(inputs)
+        return self._call_exact(inputs)
+
+    def _call_train(self, x):
+        k1, k2 = self._fake_kernels()
+        if self.input_scale != 1.0:
+            x = x * self.input_scale
+        y = self._apply(x, k1, k2)
+        if self.layer.get_config().get("use_bias", False):
+            y = y + self.layer.bias
+        if self.batch_norm is not None:
+            y = self.batch_norm(y, training=True)
+        if self.activation:
+            y = fake_quantize_activations(y, self.activation_bits, self.activation_step)
+        return y
+
+    def _call_exact(self, x):
+        x = tf.cast(x, tf.float64)
+        if self.first_layer:
+            x = tf.clip_by_value(tf.round(x), 0.0, 255.0)
+        c1, c2, scale = self.quantized_kernels()
+        c1 = tf.cast(c1, tf.float64)
+        c2 = None if c2 is None else tf.cast(c2, tf.float64)
+        acc = self._apply(x, c1, c2)
+        m, e, n = self.requantization(scale)
+        unit = tf.pow(tf.constant(0.5, tf.float64), e)
+        z = acc * (m * unit) + n * unit
+        if self.activation:
+            q = tf.clip_by_value(tf.floor(z + 0.5), 0.0, activation_qmax(self.activation_bits))
+            z = q * self.activation_step
+        return tf.cast(z, self.compute_dtype)
+
+    # ---------------------------------------------------------------- config
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "policy": self.policy.get_config(),
+                "batch_norm": (
+                    None
+                    if self.batch_norm is None
+                    else keras.saving.serialize_keras_object(self.batch_norm)
+                ),
+                "activation": self.activation,
+                "first_layer": self.first_layer,
+                "input_scale": self.input_scale,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
+        if config.get("batch_norm") is not None:
+            config["batch_norm"] = keras.saving.deserialize_keras_object(config["batch_norm"])
+        return cls(**config)
+
+    def integer_summary(self):
+        """Numpy view of the integer layer: codes, scales and requantization.
+
+        Returns:
+            A dict with `kind`, `weight_bits`, `kernel` (int codes), `kernel2`
+            (pointwise codes or `None`), `m`, `e`, `n` (int64 arrays),
+            `activation_bits` and `activation_step` (`None` for raw outputs).
+        """
+        c1, c2, scale = self.quantized_kernels()
+        m, e, n = self.requantization(scale)
+        return {
+            "kind": self.kind,
+            "weight_bits": self.weight_bits,
+            "kernel": np.asarray(c1.numpy(), np.int64),
+            "kernel2": None if c2 is None else np.asarray(c2.numpy(), np.int64),
+            "m": np.asarray(m.numpy(), np.int64),
+            "e": np.asarray(e.numpy(), np.int64),
+            "n": np.asarray(n.numpy(), np.int64),
+            "activation_bits": self.activation_bits,
+            "activation_step": self.activation_step,
+        }

@@ -1,0 +1,38 @@
+// Integer kernels of the keras_nna emulator. They run only on a Program that
+// ParseProgram() validated (program.h): shapes are consistent and arithmetic
+// bounds proven, so the kernels do no checking of their own.
+#ifndef KERAS_NNA_RUNTIME_CC_KERNELS_H_
+#define KERAS_NNA_RUNTIME_CC_KERNELS_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "program.h"
+
+namespace keras_nna {
+
+// Kernel choice for the conv kinds and DENSE.
+//   kEvent: scatter from non-zero inputs (work proportional to events).
+//   kDense: direct dot products over every input (SIMD where available).
+//   kAuto:  per layer and image, by the input density (see kAutoDensity).
+enum class Mode { kAuto, kEvent, kDense };
+
+// Per-thread work buffers, sized on first use and reused across images.
+struct Scratch {
+  std::vector<uint8_t> act[2];
+  std::vector<int64_t> acc, acc2;  // int32 accumulators use the same storage
+  std::vector<uint8_t> col;        // SIMD dense path: gathered input patch
+};
+
+// Runs one image (in_h*in_w*in_c codes, HWC) through the program. Writes the
+// program's output (out_h*out_w*out_c floats, HWC) to `out` and
+// n_layers*kNumStats statistics to `stats`.
+void RunImage(const Program& program, const uint8_t* image, Mode mode,
+              float* out, int64_t* stats, Scratch* scratch);
+
+// True if this CPU runs the AVX-512 VNNI dense kernels.
+bool HaveVnni();
+
+}  // namespace keras_nna
+
+#endif  // KERAS_NNA_RUNTIME_CC_KERNELS_H_

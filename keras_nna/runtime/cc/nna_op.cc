@@ -1,0 +1,179 @@
+// TensorFlow op NnaRun: runs a keras_nna bytecode program on a batch of uint8
+// NHWC images, returning the program's float32 outputs and per-layer int64
+// statistics (docs/bytecode.md).
+#include <cstring>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+
+#include "kernels.h"
+#include "program.h"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/util/work_sharder.h"
+
+namespace keras_nna {
+namespace {
+
+using ::tensorflow::OpKernel;
+using ::tensorflow::OpKernelConstruction;
+using ::tensorflow::OpKernelContext;
+using ::tensorflow::Tensor;
+using ::tensorflow::TensorShape;
+using ::tensorflow::tstring;
+namespace errors = ::tensorflow::errors;
+namespace shape_inference = ::tensorflow::shape_inference;
+
+// Parsed programs keyed by their exact bytes (most recent first), so repeated
+// calls with the same program (batch-1 inference loops) skip parsing.
+class ProgramCache {
+ public:
+  // Returns the parsed program, or nullptr with *error set.
+  std::shared_ptr<const Program> Get(const char* data, size_t size, std::string* error) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+        if (it->first.size() == size && std::memcmp(it->first.data(), data, size) == 0) {
+          entries_.splice(entries_.begin(), entries_, it);
+          return entries_.front().second;
+        }
+      }
+    }
+    auto program = std::make_shared<Program>();
+    if (!ParseProgram(reinterpret_cast<const uint8_t*>(data), size, program.get(), error)) {
+      return nullptr;
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    entries_.emplace_front(std::string(data, size), program);
+    if (entries_.size() > kCapacity) entries_.pop_back();
+    return program;
+  }
+
+ private:
+  static constexpr size_t kCapacity = 8;
+  std::mutex mu_;
+  std::list<std::pair<std::string, std::shared_ptr<const Program>>> entries_;
+};
+
+ProgramCache& Cache() {
+  static ProgramCache* cache = new ProgramCache();
+  return *cache;
+}
+
+::tensorflow::Status ShapeFn(shape_inference::InferenceContext* c) {
+  shape_inference::ShapeHandle unused, images;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 0, &unused));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 4, &images));
+  auto n = c->Dim(images, 0);
+  const Tensor* program = c->input_tensor(0);
+  if (program == nullptr) {  // program not a graph constant: shapes known at run time
+    c->set_output(0, c->UnknownShape());
+    c->set_output(1, c->MakeShape({n, c->UnknownDim(), 6}));
+    return ::tensorflow::OkStatus();
+  }
+  const tstring& bytes = program->scalar<tstring>()();
+  std::string error;
+  auto p = Cache().Get(bytes.data(), bytes.size(), &error);
+  if (!p) return errors::InvalidArgument("NnaRun: invalid program: ", error);
+  if (p->out_rank1) {
+    c->set_output(0, c->MakeShape({n, p->out_c}));
+  } else {
+    c->set_output(0, c->MakeShape({n, p->out_h, p->out_w, p->out_c}));
+  }
+  c->set_output(1, c->MakeShape({n, int64_t(p->layers.size()), kNumStats}));
+  return ::tensorflow::OkStatus();
+}
+
+REGISTER_OP("NnaRun")
+    .Input("program: string")
+    .Input("images: uint8")
+    .Attr("mode: {'auto', 'event', 'dense'} = 'auto'")
+    .Output("outputs: float32")
+    .Output("stats: int64")
+    .SetShapeFn(ShapeFn)
+    .Doc(R"doc(
+Runs a keras_nna bytecode program (docs/bytecode.md) on uint8 NHWC images.
+
+program: scalar string, the program bytes; validated before anything runs.
+images: uint8 [N, H, W, C] matching the program header.
+mode: "event" (scatter from non-zero inputs), "dense" (direct dot products) or
+  "auto" (per layer and image, by input density). All give identical results.
+outputs: float32 [N, C] when the last layer's output is 1x1, else [N, H, W, C].
+stats: int64 [N, n_layers, 6]: events_in, synops, dense_macs, weight_bytes,
+  act_bytes_in, events_out.
+)doc");
+
+class NnaRunOp : public OpKernel {
+ public:
+  explicit NnaRunOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    std::string mode;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("mode", &mode));
+    mode_ = mode == "event" ? Mode::kEvent : mode == "dense" ? Mode::kDense : Mode::kAuto;
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& program_t = ctx->input(0);
+    const Tensor& images = ctx->input(1);
+    OP_REQUIRES(ctx, TensorShapeUtilsIsScalar(program_t.shape()),
+                errors::InvalidArgument("NnaRun: `program` must be a scalar string, got shape ",
+                                        program_t.shape().DebugString()));
+    const tstring& bytes = program_t.scalar<tstring>()();
+    std::string error;
+    std::shared_ptr<const Program> p = Cache().Get(bytes.data(), bytes.size(), &error);
+    OP_REQUIRES(ctx, p != nullptr, errors::InvalidArgument("NnaRun: invalid program: ", error));
+    const TensorShape& s = images.shape();
+    OP_REQUIRES(ctx,
+                s.dims() == 4 && s.dim_size(1) == p->in_h && s.dim_size(2) == p->in_w &&
+                    s.dim_size(3) == p->in_c,
+                errors::InvalidArgument("NnaRun: images must be uint8 [N, ", p->in_h, ", ", p->in_w,
+                                        ", ", p->in_c, "] (NHWC, from the program header), got shape ",
+                                        s.DebugString()));
+    const int64_t n = s.dim_size(0);
+    const int64_t in_elems = int64_t(p->in_h) * p->in_w * p->in_c;
+    const uint8_t* img = images.flat<uint8_t>().data();
+    if (p->in_bits < 8) {
+      const int lim = (1 << p->in_bits) - 1;
+      for (int64_t k = 0; k < n * in_elems; ++k) {
+        OP_REQUIRES(ctx, img[k] <= lim,
+                    errors::InvalidArgument("NnaRun: the program takes ", p->in_bits,
+                                            "-bit input codes (0-", lim, "), got ", int(img[k]),
+                                            " at flat index ", k));
+      }
+    }
+    TensorShape out_shape = p->out_rank1 ? TensorShape({n, p->out_c})
+                                         : TensorShape({n, p->out_h, p->out_w, p->out_c});
+    const int n_layers = int(p->layers.size());
+    Tensor* outputs = nullptr;
+    Tensor* stats = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, out_shape, &outputs));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({n, n_layers, kNumStats}), &stats));
+    if (n == 0) return;
+    const int64_t out_elems = int64_t(p->out_h) * p->out_w * p->out_c;
+    float* out = outputs->flat<float>().data();
+    int64_t* st = stats->flat<int64_t>().data();
+    const Mode mode = mode_;
+    int64_t cost = 1000;
+    for (const Layer& L : p->layers) cost += L.dense_macs + L.in_elems;
+    auto work = [&](int64_t begin, int64_t end) {
+      Scratch scratch;
+      for (int64_t i = begin; i < end; ++i) {
+        RunImage(*p, img + i * in_elems, mode, out + i * out_elems,
+                 st + i * n_layers * kNumStats, &scratch);
+      }
+    };
+    auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
+    pool->ParallelFor(n, cost, work);
+  }
+
+ private:
+  static bool TensorShapeUtilsIsScalar(const TensorShape& s) { return s.dims() == 0; }
+  Mode mode_ = Mode::kAuto;
+};
+
+REGISTER_KERNEL_BUILDER(Name("NnaRun").Device(::tensorflow::DEVICE_CPU), NnaRunOp);
+
+}  // namespace
+}  // namespace keras_nna

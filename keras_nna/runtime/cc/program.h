@@ -1,0 +1,101 @@
+// keras_nna bytecode (docs/bytecode.md, version 1): parsing and validation.
+//
+// ParseProgram() turns untrusted bytes into a typed, fully validated Program.
+// Kernels (kernels.h) only ever see a Program that ParseProgram() accepted:
+// shapes are consistent, constants decoded, and worst-case arithmetic bounds
+// proven to fit the accumulator chosen by the exporter.
+#ifndef KERAS_NNA_RUNTIME_CC_PROGRAM_H_
+#define KERAS_NNA_RUNTIME_CC_PROGRAM_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace keras_nna {
+
+enum LayerKind : uint8_t {
+  kConv = 1,
+  kDepthwise = 2,
+  kSeparable = 3,
+  kDense = 4,
+  kMaxPool = 5,
+  kAvgPool = 6,
+  kFlatten = 7,
+};
+
+const char* KindName(int kind);
+
+// Number of int64 statistics per (image, layer).
+constexpr int kNumStats = 6;
+enum StatIndex {
+  kEventsIn = 0,
+  kSynops = 1,
+  kDenseMacs = 2,
+  kWeightBytes = 3,
+  kActBytesIn = 4,
+  kEventsOut = 5,
+};
+
+// Implementation limit (not in the format): elements of one activation or
+// accumulator tensor of one image. Keeps a hostile program from asking for
+// terabytes; a legitimate edge model is orders of magnitude smaller.
+constexpr int64_t kMaxTensorElements = int64_t{1} << 28;
+
+struct Layer {
+  int kind = 0;
+  int index = 0;
+  int in_bits = 0, out_bits = 0, out_exp = 0;
+  bool raw = false;       // out_bits == 0: float output z * 2^-sh
+  bool acc_wide = false;  // accumulate in int64
+  int in_h = 0, in_w = 0, in_c = 0;
+  int out_h = 0, out_w = 0, out_c = 0;
+  int kh = 0, kw = 0;     // kernel (conv kinds) or pool window (pools)
+  int stride_h = 1, stride_w = 1;
+  int pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
+  int w_bits = 0, w2_bits = 0;
+  // Decoded kernels, int16, layout chosen for scatter (rows over the fastest
+  // output axis):
+  //   CONV       w [kh][kw][in_c][out_c]   (Keras order)
+  //   DEPTHWISE  w [kh][kw][c]
+  //   SEPARABLE  w [kh][kw][c], w2 [in_c][out_c]
+  //   DENSE      w [in_c][out_c]
+  std::vector<int16_t> w, w2;
+  // Non-zero weights per scatter row: CONV/DENSE per (tap, in channel) row of
+  // out_c weights, SEPARABLE w2 per input channel. DEPTHWISE/SEPARABLE w:
+  // 0/1 per (tap, channel) is w != 0 itself.
+  std::vector<int32_t> row_nnz, row2_nnz;
+  // Requantization, per output channel (kinds 1-4).
+  std::vector<int32_t> rq_m;
+  std::vector<int64_t> rq_n;
+  std::vector<int32_t> rq_sh;
+  // AVGPOOL record.
+  uint32_t avg_m = 0;
+  int avg_sh = 0;
+  // Statistics that do not depend on the data.
+  int64_t dense_macs = 0;
+  int64_t weight_bytes = 0;
+  int64_t in_elems = 0, out_elems = 0;
+};
+
+struct Program {
+  int in_h = 0, in_w = 0, in_c = 0, in_bits = 0;
+  float input_scale = 0.f;
+  std::vector<Layer> layers;
+  size_t max_elems = 0;  // largest activation/accumulator tensor, elements
+  // Output of the program, per image.
+  int out_h = 0, out_w = 0, out_c = 0;
+  bool out_rank1 = false;  // out_h == out_w == 1: output [N, out_c]
+};
+
+uint32_t Crc32(const uint8_t* data, size_t n);
+
+// Parses and validates `size` bytes. On success returns true and fills
+// *program; otherwise returns false and sets *error to a reason naming the
+// offending field (layer index, expected vs got).
+bool ParseProgram(const uint8_t* data, size_t size, Program* program,
+                  std::string* error);
+
+}  // namespace keras_nna
+
+#endif  // KERAS_NNA_RUNTIME_CC_PROGRAM_H_

@@ -1,0 +1,23 @@
+// SIMD dense kernels, compiled with per-function target attributes and
+// selected at run time (the library still loads on CPUs without them).
+#ifndef KERAS_NNA_RUNTIME_CC_SIMD_H_
+#define KERAS_NNA_RUNTIME_CC_SIMD_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "program.h"
+
+namespace keras_nna {
+
+// True if this CPU has AVX-512 VNNI (checked once).
+bool HaveVnni();
+
+// CONV with int32 accumulation (acc_wide = 0) by u8 x s8 dot products.
+// Requires HaveVnni(). `col` is a work buffer.
+void ConvDenseVnni(const Layer& L, const uint8_t* in, int32_t* acc,
+                   std::vector<uint8_t>* col);
+
+}  // namespace keras_nna
+
+#endif  // KERAS_NNA_RUNTIME_CC_SIMD_H_

@@ -1,0 +1,313 @@
+"""Regularizers that make activations and weights sparse.
+
+Activation sparsity
+-------------------
+:class:`ActivityRegularizer` is a ``keras.regularizers.Regularizer`` for
+``activity_regularizer=`` with three knobs, all **per-element means** (so one strength
+works across layers of any size; Keras divides activity losses by the batch size and
+the regularizer returns sums over the batch):
+
+- ``l1 * mean(|x|)`` and ``l2 * mean(x²)`` (the poster's L1+L2 mix);
+- ``hoyer * mean_over_samples(‖x‖₁² / ‖x‖₂² / n)``: the Hoyer-square ratio, a
+  *scale-invariant* sparsity measure (Kurtz et al. 2020, Yang et al. 2020), between
+  ``1/n`` (one non-zero) and ``1`` (all equal).
+
+:func:`add_activity_regularization` attaches it to every ReLU output of an existing
+model in one call (``keras.layers.ReLU``, ``Activation("relu")`` and layers with
+``activation="relu"``), optionally weighting each layer by the cost of its events
+(``weighting="cost"``: MACs an event triggers in the consuming layers, normalised to
+mean 1, see :func:`keras_nna.sparsity.event_fan_out`). Call it before ``compile``.
+
+Measured here (sklearn digits 8×8, Conv(16,32,32/2,64)–BN(momentum 0.9)–ReLU ×4 →
+GAP → Dense, Adam 3e-3, 30 epochs, batch 64, seed 0, test split 20 %; "q-zeros" =
+fraction of ReLU outputs whose 4-bit code is 0 on the fixed grid step 0.25,
+range 0–3.75, as keras_nna's QAT; "q-acc" = test accuracy with every ReLU output
+quantized to that grid)::
+
+    regularizer          q-zeros  events/img  float acc  q-acc
+    none                 0.55     2063        0.992      0.989
+    l1=0.01              0.62     1752        0.986      0.989
+    l1=0.03              0.75     1132        0.992      0.992
+    l1=0.1               0.87      592        0.969      0.944
+    l2=0.1               0.80      938        0.983      0.978
+    hoyer=0.03           0.71     1322        0.994      0.994
+    hoyer=0.1            0.84      723        0.989      0.992
+    hoyer=0.3            0.92      389        0.986      0.981
+    l1=0.01, hoyer=0.1   0.87      614        0.986      0.983
+
+Findings: (1) L1 *does* move quantized events once its strength is expressed per
+element: ``keras.regularizers.L1(1e-5)`` summed over a 1024-element map is
+``l1≈0.01`` here and barely moves zeros (the 0.49 → 0.50 observation); ``l1=0.03``
+cuts events by 45 % at no accuracy cost. (2) L1/L2 work partly by shrinking BN
+gamma (mean |γ| 1.0 → 0.48 at ``l1=0.1``) so more activations fall under half a
+quantization step; that costs quantized accuracy at high strength. (3) The
+scale-invariant Hoyer term cannot be satisfied by shrinking (γ stays ≈0.8–0.95)
+and gives the best sparsity/accuracy trade-off at high sparsity (``hoyer=0.3``:
+81 % fewer events, −0.8 pt quantized accuracy, vs ``l1=0.1``: 71 % fewer, −4.5 pt).
+Reproduce with ``tests/sparsity/test_regularizers.py`` (short version) or the
+script in its docstring.
+
+Weight sparsity
+---------------
+:func:`add_weight_regularization` sets an L1 kernel regularizer (prefers exact zeros,
+pairs with :class:`keras_nna.sparsity.PruneCallback`), and
+:func:`add_gamma_regularization` an L1 penalty on BatchNormalization gammas (network
+slimming, pairs with BN-gamma filter pruning) whose per-layer strength can follow the
+cost of the producing layer (``weighting="flops"`` or ``"params"``, normalised to mean 1).
+
+Example:
+
+>>> import numpy as np
+>>> reg = ActivityRegularizer(l1=0.5)
+>>> float(reg(np.ones((2, 4), "float32")))
+1.0
+"""
+
+import numpy as np
+import keras
+import tensorflow as tf
+
+from keras_nna.sparsity.graph import event_fan_out, layer_graph, layer_macs
+from keras_nna.sparsity.masks import inner_layer, iter_layers, layer_weight
+
+__all__ = ["ActivityRegularizer", "add_activity_regularization", "add_weight_regularization",
+           "add_gamma_regularization", "relu_layers"]
+
+
+def _check_strength(**kwargs):
+    for name, value in kwargs.items():
+        if value is None or float(value) < 0:
+            raise ValueError(f"`{name}` must be a number >= 0. Received: {name}={value}.")
+
+
+@keras.saving.register_keras_serializable(package="keras_nna")
+class ActivityRegularizer(keras.regularizers.Regularizer):
+    """L1 + L2 + Hoyer activity regularizer with per-element-mean strengths.
+
+    Args:
+        l1: Strength of `mean(|x|)`. Defaults to `0.0`.
+        l2: Strength of `mean(x²)`. Defaults to `0.0`.
+        hoyer: Strength of the scale-invariant Hoyer-square ratio
+            `‖x‖₁² / (‖x‖₂² · n)` per sample. Defaults to `0.0`.
+
+    Raises:
+        ValueError: If a strength is negative.
+
+    Example:
+
+    >>> import numpy as np
+    >>> x = np.array([[3.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]], "float32")
+    >>> float(ActivityRegularizer(hoyer=1.0)(x))  # 1/4 + 1, summed over the batch
+    1.25
+    """
+
+    def __init__(self, l1=0.0, l2=0.0, hoyer=0.0):
+        _check_strength(l1=l1, l2=l2, hoyer=hoyer)
+        self.l1, self.l2, self.hoyer = float(l1), float(l2), float(hoyer)
+
+    def __call__(self, x):
+        x = tf.cast(x, tf.float32)
+        if x.shape.rank == 0:
+            x = tf.reshape(x, (1, 1))
+        elif x.shape.rank == 1:
+            x = x[None]
+        n = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), tf.float32)
+        loss = tf.constant(0.0)
+        if self.l1:
+            loss += self.l1 * tf.reduce_sum(tf.abs(x)) / n
+        if self.l2:
+            loss += self.l2 * tf.reduce_sum(tf.square(x)) / n
+        if self.hoyer:
+            axes = list(range(1, x.shape.rank))
+            s1 = tf.reduce_sum(tf.abs(x), axes)
+            s2 = tf.reduce_sum(tf.square(x), axes)
+            loss += self.hoyer * tf.reduce_sum(tf.math.divide_no_nan(s1 * s1, s2)) / n
+        return loss
+
+    def get_config(self):
+        return {"l1": self.l1, "l2": self.l2, "hoyer": self.hoyer}
+
+    def __repr__(self):
+        return f"<ActivityRegularizer l1={self.l1:.3g} l2={self.l2:.3g} hoyer={self.hoyer:.3g}>"
+
+
+def _is_relu(layer):
+    inner = inner_layer(layer)
+    if isinstance(inner, keras.layers.ReLU):
+        return True
+    act = getattr(inner, "activation", None)
+    if act is None:
+        return False
+    return act is keras.activations.relu or getattr(act, "__name__", "") == "relu"
+
+
+def relu_layers(model):
+    """Names of the layers whose output is a ReLU output.
+
+    Args:
+        model: A Keras model.
+
+    Returns:
+        List of layer names (ReLU layers, `Activation("relu")`, `activation="relu"`).
+
+    Example:
+
+    >>> import keras
+    >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="relu", name="a"),
+    ...                       keras.layers.Dense(2, name="b"), keras.layers.ReLU(name="r")])
+    >>> relu_layers(m)
+    ['a', 'r']
+    """
+    return [l.name for l in iter_layers(model) if _is_relu(l)]
+
+
+def _normalised(weights):
+    mean = float(np.mean(list(weights.values()))) if weights else 1.0
+    return {k: v / mean if mean > 0 else 1.0 for k, v in weights.items()}
+
+
+def add_activity_regularization(model, l1=0.0, l2=0.0, hoyer=0.0, weighting=None):
+    """Attaches an :class:`ActivityRegularizer` to every ReLU output of a model, in place.
+
+    Args:
+        model: A functional or Sequential model (any model for `weighting=None`).
+        l1: L1 strength (per element). Defaults to `0.0`.
+        l2: L2 strength (per element). Defaults to `0.0`.
+        hoyer: Hoyer-square strength. Defaults to `0.0`.
+        weighting: `None` (same strength everywhere) or `"cost"` (strength × events'
+            fan-out in MACs, normalised to mean 1). Defaults to `None`.
+
+    Returns:
+        Dict `{layer name: ActivityRegularizer}` that was attached.
+
+    Raises:
+        ValueError: On a negative strength, unknown weighting, or a model without ReLUs.
+
+    Example:
+
+    >>> import keras
+    >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="d"),
+    ...                       keras.layers.ReLU(name="r"), keras.layers.Dense(2)])
+    >>> add_activity_regularization(m, l1=0.01)
+    {'r': <ActivityRegularizer l1=0.01 l2=0 hoyer=0>}
+    """
+    _check_strength(l1=l1, l2=l2, hoyer=hoyer)
+    if weighting not in (None, "cost"):
+        raise ValueError(f"Unknown `weighting`={weighting!r}. Expected None or 'cost'.")
+    names = relu_layers(model)
+    if not names:
+        raise ValueError(f"Model {model.name!r} has no ReLU output to regularize (expected "
+                         "keras.layers.ReLU, Activation('relu') or activation='relu').")
+    factors = {n: 1.0 for n in names}
+    if weighting == "cost":
+        graph = layer_graph(model)
+        factors = _normalised({n: event_fan_out(graph, n) for n in names})
+    attached = {}
+    layers = {l.name: l for l in iter_layers(model)}
+    for n in names:
+        f = factors[n]
+        reg = ActivityRegularizer(l1 * f, l2 * f, hoyer * f)
+        layers[n].activity_regularizer = reg
+        attached[n] = reg
+    return attached
+
+
+def _set_weight_regularizer(layer, key, attr, regularizer):
+    var = layer_weight(layer, key)
+    if var is None:
+        return False
+    var.regularizer = regularizer
+    setattr(inner_layer(layer), attr, regularizer)
+    return True
+
+
+def add_weight_regularization(model, l1=1e-5, layers=None):
+    """Adds an L1 kernel regularizer (prefers exact zeros) to prunable layers, in place.
+
+    Args:
+        model: A built Keras model.
+        l1: Strength (Keras semantics: `l1 * sum(|w|)`). Defaults to `1e-5`.
+        layers: Layer names, `None` for every conv/depthwise/separable/dense layer.
+            Defaults to `None`.
+
+    Returns:
+        List of regularized layer names.
+
+    Raises:
+        ValueError: On a negative strength or unknown layer names.
+
+    Example:
+
+    >>> import keras
+    >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d")])
+    >>> add_weight_regularization(m, l1=1e-4)
+    ['d']
+    """
+    from keras_nna.sparsity.masks import find_prunable_weights
+
+    _check_strength(l1=l1)
+    done = []
+    for w in find_prunable_weights(model, layers):
+        attr = "kernel_regularizer" if w.key == "kernel" else w.key + "_regularizer"
+        w.variable.regularizer = keras.regularizers.L1(l1)
+        setattr(w.layer, attr, w.variable.regularizer)
+        if w.layer_name not in done:
+            done.append(w.layer_name)
+    return done
+
+
+def add_gamma_regularization(model, l1=1e-4, weighting=None):
+    """Adds L1 on every BatchNormalization gamma (network slimming), in place.
+
+    With a weighting, each BN's strength is multiplied by the cost of the layer that
+    produces its input (MACs for `"flops"`, parameters for `"params"`; normalised to
+    mean 1), so expensive layers are pushed harder towards prunable filters.
+
+    Args:
+        model: A built model (functional or Sequential for a weighting).
+        l1: Base strength (Keras semantics: `l1 * sum(|gamma|)`). Defaults to `1e-4`.
+        weighting: `None`, `"flops"` or `"params"`. Defaults to `None`.
+
+    Returns:
+        Dict `{BN layer name: strength}`.
+
+    Raises:
+        ValueError: On a negative strength, unknown weighting or a model without BN.
+
+    Example:
+
+    >>> import keras
+    >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3),
+    ...                       keras.layers.BatchNormalization(name="bn")])
+    >>> add_gamma_regularization(m, l1=1e-3)
+    {'bn': 0.001}
+    """
+    _check_strength(l1=l1)
+    if weighting not in (None, "flops", "params"):
+        raise ValueError(f"Unknown `weighting`={weighting!r}. Expected None, 'flops' or 'params'.")
+    bns = [l for l in iter_layers(model) if isinstance(inner_layer(l), keras.layers.BatchNormalization)
+           and layer_weight(l, "gamma") is not None]
+    if not bns:
+        raise ValueError(f"Model {model.name!r} has no BatchNormalization layer with a gamma.")
+    factors = {l.name: 1.0 for l in bns}
+    if weighting is not None:
+        graph = layer_graph(model)
+        costs = {}
+        for l in bns:
+            prod = graph.producers[l.name][0] if graph.producers.get(l.name) else None
+            p = graph.layers.get(prod)
+            if p is None:
+                costs[l.name] = 0.0
+            elif weighting == "params":
+                costs[l.name] = float(p.count_params())
+            else:
+                costs[l.name] = float(layer_macs(p, graph.input_shape(prod), graph.output_shape(prod))
+                                      if graph.producers[prod] else 0.0)
+        factors = _normalised(costs)
+    out = {}
+    for l in bns:
+        strength = float(l1) * factors[l.name]
+        _set_weight_regularizer(l, "gamma", "gamma_regularizer", keras.regularizers.L1(strength))
+        out[l.name] = strength
+    return out
+
