@@ -16,7 +16,7 @@ Example:
 ...                   m=np.array([16384, 16384]), n=np.array([0, 5]), sh=np.array([14, 14]))
 >>> data = write_program(Program((1, 1, 3), 8, [rec]))
 >>> len(data), read_program(data).layers[0].weights.tolist()
-(133, [[1, -7], [0, 0], [3, 2]])
+(129, [[1, -7], [0, 0], [3, 2]])
 """
 
 import struct

@@ -14,7 +14,7 @@ Example:
 ...                   m=np.array([16384, 16384]), n=np.array([0, 5]), sh=np.array([14, 14]))
 >>> out, stats = run_reference(Program((1, 1, 3), 8, [rec]), np.array([[[[2, 9, 0]]]], np.uint8))
 >>> out.tolist(), stats[0, 0].tolist()
-[[2.0, -14.000305]], [2, 2, 6, 11, 3, 2]
+([[2.0, -13.99969482421875]], [2, 2, 6, 29, 3, 2])
 """
 
 import numpy as np

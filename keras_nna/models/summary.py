@@ -16,7 +16,7 @@ Counted layers (nested models are walked into):
 | --- | --- |
 | `Conv2D` | out_h · out_w · k_h · k_w · (c_in / groups) · c_out |
 | `DepthwiseConv2D` | out_h · out_w · k_h · k_w · c_in · depth_multiplier |
-| `SeparableConv2D` | the depthwise part above + out_h · out_w · c_in · depth_multiplier · c_out |
+| `SeparableConv2D` | depthwise part above + out_h · out_w · c_in · depth_multiplier · c_out |
 | `Dense` | (input positions) · c_in · units |
 
 The model must be built with fully known input and output shapes (no `None`

@@ -15,7 +15,7 @@ Example:
 >>> x = np.full((1, 3, 3, 2), 0.25, "float32")
 >>> x[0, 0, 0, 0] = 3.75
 >>> pool(x, training=False).numpy().tolist()
-[[0.5, 0.25]]
+[[0.75, 0.25]]
 """
 
 import keras

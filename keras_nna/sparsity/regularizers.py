@@ -132,13 +132,13 @@ class ActivityRegularizer(keras.regularizers.Regularizer):
 
 
 def _is_relu(layer):
-    inner = inner_layer(layer)
-    if isinstance(inner, keras.layers.ReLU):
-        return True
-    act = getattr(inner, "activation", None)
-    if act is None:
-        return False
-    return act is keras.activations.relu or getattr(act, "__name__", "") == "relu"
+    for candidate in (layer, inner_layer(layer)):
+        if isinstance(candidate, keras.layers.ReLU):
+            return True
+        act = getattr(candidate, "activation", None)
+        if act == "relu" or act is keras.activations.relu or getattr(act, "__name__", "") == "relu":
+            return True  # QuantizeWrapper stores the string "relu"
+    return False
 
 
 def relu_layers(model):

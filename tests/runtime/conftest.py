@@ -77,8 +77,8 @@ def write(in_shape, layers, in_bits=8, input_scale=1 / 255):
         for r in regions:
             offs += [0, 0] if r is None else [len(pool), len(r)]
             pool += r or b""
-        kh, kw = L["w"].shape[:2] if kind in ("conv", "depthwise", "separable") else (1, 1) if kind == "dense" else (0, 0)
-        stride = L.get("stride", (1, 1) if kind != "flatten" else (0, 0))
+        kh, kw = L["w"].shape[:2] if kind in ("conv", "depthwise", "separable") else (1, 1)
+        stride = L.get("stride", (1, 1))
         instrs.append(INSTR.pack(
             KINDS[kind], prev_bits, out_bits, out_exp, *L["in"], *L["out"], kh, kw, *stride,
             *L.get("pad", (0, 0, 0, 0)), L.get("w_bits", 0), L.get("w2_bits", 0), L.get("w_enc", 0),

@@ -210,7 +210,7 @@ bool ParseProgram(const uint8_t* data, size_t size, Program* prog,
   input.out_c = prog->in_c;
   input.out_bits = prog->in_bits;
   const Layer* prev = &input;
-  int prev_exp = 0;  // the input image is codes with step 2^0 (input_scale is informative)
+  int prev_exp = 0;  // unused for layer 0: the image's step is input_scale, not a power of two
   prog->layers.assign(n_layers, Layer());
   prog->max_elems = size_t(in_elems);
   for (int i = 0; i < n_layers; ++i) {
@@ -278,7 +278,7 @@ bool ParseLayer(const uint8_t* p, const uint8_t* pool, uint64_t pool_size,
   }
   if (!weighted) {
     if (L->out_bits != L->in_bits) return fail("out_bits: expected ", L->in_bits, " (= in_bits), got ", L->out_bits);
-    if (L->out_exp != prev_exp) return fail("out_exp: expected ", prev_exp, " (previous step), got ", L->out_exp);
+    if (i > 0 && L->out_exp != prev_exp) return fail("out_exp: expected ", prev_exp, " (previous step), got ", L->out_exp);
   }
   if (acc_wide > 1) return fail("acc_wide: expected 0 or 1, got ", acc_wide);
   if (!weighted && acc_wide != 0) return fail("acc_wide: expected 0 for this kind, got ", acc_wide);
@@ -331,7 +331,7 @@ bool ParseLayer(const uint8_t* p, const uint8_t* pool, uint64_t pool_size,
       }
     }
   } else if (pooling) {
-    if (kh != 0 || kw != 0) return fail("kh/kw: expected 0 for pools (window is pool_h/pool_w), got ", kh, "x", kw);
+    if (kh != 1 || kw != 1) return fail("kh/kw: expected 1x1 for pools (the window is pool_h x pool_w), got ", kh, "x", kw);
     if (pool_h < 1 || pool_h > 4096 || pool_w < 1 || pool_w > 4096) {
       return fail("pool window: expected 1-4096, got ", pool_h, "x", pool_w);
     }
@@ -348,8 +348,9 @@ bool ParseLayer(const uint8_t* p, const uint8_t* pool, uint64_t pool_size,
       return false;
     }
   } else {  // FLATTEN
-    for (int k = 16; k < 24; ++k) {
-      if (p[k] != 0) return fail("kernel/stride/pad byte ", k, ": expected 0 for FLATTEN, got ", int(p[k]));
+    if (kh != 1 || kw != 1 || L->stride_h != 1 || L->stride_w != 1 || L->pad_top || L->pad_left ||
+        L->pad_bottom || L->pad_right) {
+      return fail("FLATTEN needs kh=kw=stride=1 and pads 0");
     }
     if (pool_h != 0 || pool_w != 0) return fail("pool_h/pool_w: expected 0, got ", pool_h, "x", pool_w);
     L->kh = L->kw = 0;

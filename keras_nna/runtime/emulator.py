@@ -1,0 +1,327 @@
+"""Run an exported keras_nna program bit-exactly on the CPU.
+
+The emulator executes the integer bytecode written by ``keras_nna.export``
+(format: ``docs/bytecode.md``) with a compiled TensorFlow op. Its outputs
+equal the quantized Keras model's ``predict`` exactly, and it counts what an
+event-based accelerator would do, per image and per layer: input events,
+synaptic operations, dense-equivalent MACs, constant and activation bytes,
+output events.
+
+Quick start::
+
+    from keras_nna.runtime import Emulator
+
+    emu = Emulator("model.nnab")            # bytes, a path, or an export Program
+    emu.input_shape, emu.output_shape       # e.g. (96, 96, 3), (2,)
+    logits = emu(images_uint8)              # [N, 96, 96, 3] uint8 -> [N, 2] float32
+    logits, stats = emu.run_with_stats(images_uint8)
+    stats.shape                             # (N, n_layers, 6), see STAT_NAMES
+
+Inputs are uint8 codes in NHWC layout. Integer or float arrays holding whole
+numbers in range are accepted and converted; anything else is rejected with a
+message (round and clip yourself: ``np.clip(np.round(x), 0, 255).astype(np.uint8)``).
+NumPy inputs give NumPy outputs; tensors give tensors, so the emulator works
+eagerly, inside ``tf.function`` and in ``tf.data`` pipelines.
+
+In Keras, wrap the program in :class:`EmulatorLayer`: it serialises the
+program (base64) in its config, so a model holding it saves and loads like
+any other (TensorFlow backend only).
+"""
+
+import base64
+import os
+import struct
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_nna.runtime.op import MODES, nna_run
+
+__all__ = ["Emulator", "EmulatorLayer", "STAT_NAMES", "KIND_NAMES", "program_bytes"]
+
+STAT_NAMES = ("events_in", "synops", "dense_macs", "weight_bytes", "act_bytes_in", "events_out")
+"""Names of the last axis of the statistics, in order (docs/bytecode.md)."""
+
+KIND_NAMES = {1: "conv", 2: "depthwise", 3: "separable", 4: "dense", 5: "maxpool", 6: "avgpool",
+              7: "flatten"}
+"""Layer kind codes of the bytecode and their names."""
+
+_HEADER = struct.Struct("<4sHHI3HBBfII")
+_INSTR_SIZE = 64
+
+
+def program_bytes(program):
+    """Returns the bytecode of `program` as ``bytes``.
+
+    Args:
+        program: ``bytes``-like bytecode, a path (``str`` or ``os.PathLike``) to a
+            bytecode file, or an object with a ``to_bytes()`` method (a
+            ``keras_nna.export.Program``).
+
+    Returns:
+        The program bytes (not yet validated).
+
+    Raises:
+        TypeError: for any other type.
+    """
+    if isinstance(program, (bytes, bytearray, memoryview)):
+        return bytes(program)
+    if isinstance(program, (str, os.PathLike)):
+        with open(program, "rb") as f:
+            return f.read()
+    if hasattr(program, "to_bytes"):
+        return bytes(program.to_bytes())
+    raise TypeError("program must be bytecode bytes, a path to a bytecode file, or an object "
+                    f"with .to_bytes() (keras_nna.export.Program). Received: {type(program)}")
+
+
+class Emulator:
+    """Bit-exact emulator of a keras_nna program.
+
+    The program is validated when the emulator is created (by the C++ op, the
+    same code that runs it), so a corrupted file fails here with a reason.
+
+    Args:
+        program: bytecode ``bytes``, a path to a bytecode file, or a
+            ``keras_nna.export.Program``.
+        mode: kernel choice, ``"auto"`` (default, per layer by input density),
+            ``"event"`` or ``"dense"``. Results and statistics are identical.
+
+    Raises:
+        tf.errors.InvalidArgumentError: if the program is invalid.
+        ValueError: for an unknown ``mode``.
+    """
+
+    def __init__(self, program, mode="auto"):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}. Received: mode={mode!r}")
+        self.mode = mode
+        names = None
+        if hasattr(program, "layers") and hasattr(program, "to_bytes"):
+            names = [getattr(rec, "name", "") or None for rec in program.layers]
+        self._bytes = program_bytes(program)
+        data = self._bytes
+        if len(data) >= _HEADER.size and data[:4] == b"NNAB":
+            _, _, n_layers, _, h, w, c, bits, _, scale, _, _ = _HEADER.unpack_from(data)
+        else:
+            n_layers, h, w, c, bits, scale = 0, 1, 1, 1, 8, 1.0
+        # Validation by the op itself: an empty batch parses the whole program.
+        empty = tf.zeros((0, max(h, 1), max(w, 1), max(c, 1)), tf.uint8)
+        _, stats = nna_run(data, empty, mode=mode)
+        self._input_shape = (h, w, c)
+        self._input_bits = bits
+        self._input_scale = float(scale)
+        kinds, shape = [], None
+        for i in range(n_layers):
+            base = _HEADER.size + _INSTR_SIZE * i
+            kinds.append(KIND_NAMES[data[base]])
+            shape = struct.unpack_from("<3H", data, base + 10)
+        self._layer_kinds = tuple(kinds)
+        if names is None or len(names) != n_layers or not all(names):
+            names = [f"{k}_{i}" for i, k in enumerate(kinds)]
+        self._layer_names = tuple(names)
+        self._output_shape = (shape[2],) if shape[0] == 1 and shape[1] == 1 else tuple(shape)
+        self._program_tensor = None
+
+    @property
+    def program(self):
+        """The program bytecode (``bytes``)."""
+        return self._bytes
+
+    @property
+    def input_shape(self):
+        """``(H, W, C)`` of one input image."""
+        return self._input_shape
+
+    @property
+    def input_bits(self):
+        """Bits of the input codes (8 for images)."""
+        return self._input_bits
+
+    @property
+    def input_scale(self):
+        """Real value of one input code (informative)."""
+        return self._input_scale
+
+    @property
+    def output_shape(self):
+        """Shape of one output: ``(C,)`` when the last layer is 1x1, else ``(H, W, C)``."""
+        return self._output_shape
+
+    @property
+    def layer_kinds(self):
+        """Kind of each layer (``"conv"``, ``"depthwise"``, ...)."""
+        return self._layer_kinds
+
+    @property
+    def layer_names(self):
+        """Names of the layers (Keras names when built from a Program, else ``kind_i``)."""
+        return self._layer_names
+
+    @property
+    def n_layers(self):
+        """Number of layers (instructions)."""
+        return len(self._layer_kinds)
+
+    def __repr__(self):
+        return (f"Emulator(input_shape={self.input_shape}, output_shape={self.output_shape}, "
+                f"layers={list(self.layer_kinds)}, {len(self._bytes)} bytes)")
+
+    def __call__(self, images):
+        """Same as :meth:`run`."""
+        return self.run(images)
+
+    def run(self, images, mode=None):
+        """Runs a batch.
+
+        Args:
+            images: uint8 ``[N, H, W, C]`` (NumPy array or tensor); whole-number
+                integer/float values in range are converted.
+            mode: overrides the emulator's kernel choice for this call.
+
+        Returns:
+            float32 outputs ``[N, *output_shape]`` (NumPy for NumPy inputs).
+
+        Raises:
+            ValueError: for images of the wrong shape, dtype or values.
+        """
+        return self.run_with_stats(images, mode=mode)[0]
+
+    def run_with_stats(self, images, mode=None):
+        """Runs a batch and returns per-layer statistics as well.
+
+        Args:
+            images: as for :meth:`run`.
+            mode: overrides the emulator's kernel choice for this call.
+
+        Returns:
+            ``(outputs, stats)``: float32 ``[N, *output_shape]`` and int64
+            ``[N, n_layers, 6]`` ordered as :data:`STAT_NAMES`.
+
+        Raises:
+            ValueError: for images of the wrong shape, dtype or values.
+        """
+        as_numpy = not tf.is_tensor(images)
+        x = self.to_uint8(images)
+        outputs, stats = nna_run(self._program_arg(), x, mode=mode or self.mode)
+        outputs.set_shape((x.shape[0],) + self.output_shape)
+        stats.set_shape((x.shape[0], self.n_layers, len(STAT_NAMES)))
+        if as_numpy and tf.executing_eagerly():
+            return outputs.numpy(), stats.numpy()
+        return outputs, stats
+
+    def _program_arg(self):
+        if tf.executing_eagerly():
+            if self._program_tensor is None:
+                self._program_tensor = tf.constant(self._bytes)
+            return self._program_tensor
+        return self._bytes  # a graph constant: the op's shape function sees it
+
+    def _shape_error(self, shape):
+        h, w, c = self.input_shape
+        hint = " Add a batch axis with x[None]." if len(shape) == 3 else ""
+        return ValueError(f"Expected images of shape (N, {h}, {w}, {c}) (NHWC, uint8). "
+                          f"Received: shape {tuple(shape)}.{hint}")
+
+    def to_uint8(self, images):
+        """Checks images against the program input and returns a uint8 tensor.
+
+        Args:
+            images: array or tensor ``[N, H, W, C]``.
+
+        Returns:
+            A uint8 tensor. Symbolic (graph) inputs get run-time checks.
+
+        Raises:
+            ValueError: wrong rank/shape, non-numeric dtype, or values that are
+                not whole numbers in ``[0, 2**input_bits - 1]``.
+        """
+        top = 2 ** self.input_bits - 1
+        fix = f"Convert with np.clip(np.round(x), 0, {top}).astype(np.uint8)."
+        if tf.is_tensor(images) and not hasattr(images, "numpy"):  # symbolic
+            shape = images.shape
+            if shape.rank is not None and (shape.rank != 4 or not shape[1:].is_compatible_with(
+                    self.input_shape)):
+                raise self._shape_error(shape.as_list())
+            if images.dtype == tf.uint8 and top == 255:
+                return images
+            if not (images.dtype.is_integer or images.dtype.is_floating):
+                raise ValueError(f"Expected uint8 images. Received dtype {images.dtype.name}.")
+            x = tf.cast(images, tf.float64) if images.dtype.is_floating else tf.cast(images, tf.int64)
+            ok = tf.reduce_all((x >= 0) & (x <= top) & (tf.round(x) == x) if images.dtype.is_floating
+                               else (x >= 0) & (x <= top))
+            with tf.control_dependencies([tf.debugging.Assert(ok, [
+                    f"Expected whole-number pixel codes in [0, {top}]. {fix}"])]):
+                return tf.cast(x, tf.uint8)
+        x = np.asarray(images)
+        if x.ndim != 4 or x.shape[1:] != self.input_shape:
+            raise self._shape_error(x.shape)
+        if x.dtype == np.uint8 and top == 255:
+            return tf.convert_to_tensor(x)
+        if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+            raise ValueError(f"Expected uint8 images. Received dtype {x.dtype}. {fix}")
+        if x.size and not (np.all(np.isfinite(x)) and x.min() >= 0 and x.max() <= top
+                           and np.all(np.round(x) == x)):
+            raise ValueError(f"Expected uint8 pixel codes (whole numbers in [0, {top}]). Received "
+                             f"dtype {x.dtype} with values in [{x.min()}, {x.max()}] that are not "
+                             f"all whole numbers in range. {fix}")
+        return tf.convert_to_tensor(x.astype(np.uint8))
+
+
+@keras.saving.register_keras_serializable(package="keras_nna")
+class EmulatorLayer(keras.layers.Layer):
+    """A Keras layer that runs an exported program (TensorFlow backend).
+
+    Its config holds the program as a base64 string, so models containing it
+    save to ``.keras`` and load with ``keras.saving.load_model``.
+
+    Args:
+        program: bytecode ``bytes``, a path, a ``keras_nna.export.Program``, or
+            the base64 string found in a config.
+        mode: ``"auto"``, ``"event"`` or ``"dense"`` (see :class:`Emulator`).
+        return_stats: if True the layer returns ``(outputs, stats)``.
+        **kwargs: standard layer arguments (``name``, ...).
+
+    Example:
+
+    >>> import keras                                   # doctest: +SKIP
+    >>> inputs = keras.Input((96, 96, 3), dtype="uint8")  # doctest: +SKIP
+    >>> model = keras.Model(inputs, EmulatorLayer("model.nnab")(inputs))  # doctest: +SKIP
+    """
+
+    def __init__(self, program, mode="auto", return_stats=False, **kwargs):
+        kwargs.setdefault("trainable", False)
+        super().__init__(**kwargs)
+        if isinstance(program, str) and not os.path.exists(program):
+            program = base64.b64decode(program.encode("ascii"), validate=True)
+        self.emulator = Emulator(program, mode=mode)
+        self.mode = mode
+        self.return_stats = bool(return_stats)
+
+    def call(self, inputs):
+        x = self.emulator.to_uint8(inputs)
+        outputs, stats = nna_run(self.emulator.program, x, mode=self.mode)
+        outputs.set_shape((x.shape[0],) + self.emulator.output_shape)
+        stats.set_shape((x.shape[0], self.emulator.n_layers, len(STAT_NAMES)))
+        return (outputs, stats) if self.return_stats else outputs
+
+    def compute_output_shape(self, input_shape):
+        batch = input_shape[0]
+        out = (batch,) + self.emulator.output_shape
+        if self.return_stats:
+            return out, (batch, self.emulator.n_layers, len(STAT_NAMES))
+        return out
+
+    def compute_output_spec(self, inputs):
+        shape = self.compute_output_shape(tuple(inputs.shape))
+        if self.return_stats:
+            return (keras.KerasTensor(shape[0], dtype="float32"),
+                    keras.KerasTensor(shape[1], dtype="int64"))
+        return keras.KerasTensor(shape, dtype="float32")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(program=base64.b64encode(self.emulator.program).decode("ascii"),
+                      mode=self.mode, return_stats=self.return_stats)
+        return config

@@ -1,0 +1,267 @@
+"""Structured (filter) pruning: remove whole output channels.
+
+Zero weights inside a filter save MACs on the accelerator; a removed filter also
+removes its events and every weight that reads it. keras_nna ranks the filters of
+each producer (Conv2D, SeparableConv2D, Dense; float or ``QuantizeWrapper``) by
+
+- ``criterion="bn_gamma"``: ``|γ|`` of the BatchNormalization after the filter (the
+  fused ``batch_norm`` of a ``QuantizeWrapper``, else the first BN of its channel
+  group) — network slimming, pairs with
+  :func:`keras_nna.sparsity.add_gamma_regularization`;
+- ``criterion="l1"``: mean ``|w|`` of the filter (the pointwise kernel of a
+  separable layer), comparable across layers of different fan-in;
+
+per layer (``scope="layer"``: ``round(sparsity × filters)`` per layer) or across
+layers (``scope="global"``), and prunes a filter by zeroing it *across its channel
+group* (see :mod:`keras_nna.sparsity.surgery`): the kernel's output slice and bias,
+and the γ and β of the BatchNormalization layers (and the depthwise kernel/bias)
+that carry the channel, so the channel is exactly zero where it is consumed. At
+least one filter per layer is kept. Groups that reach a model output (the
+classifier) are never pruned.
+
+:func:`prune_filters` prunes once; :class:`FilterPruneCallback` prunes stepwise
+during ``fit`` following a sparsity schedule, with masks kept like
+:class:`keras_nna.sparsity.PruneCallback` (the zero pattern is the mask; a filter
+whose kernel slice and γ are all zero is taken as pruned when training resumes).
+:func:`keras_nna.sparsity.remove_pruned_filters` then builds the smaller model.
+
+Example:
+
+>>> import keras
+>>> m = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(4, 3, name="c"),
+...     keras.layers.BatchNormalization(name="bn"), keras.layers.ReLU(),
+...     keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2, name="d")])
+>>> prune_filters(m, 0.5, criterion="bn_gamma")
+{'c': 2}
+"""
+
+import numpy as np
+import keras
+
+from keras_nna.sparsity import masks as masks_lib
+from keras_nna.sparsity.pruning import PruneCallback, _check_choice
+from keras_nna.sparsity.schedules import check_sparsity
+from keras_nna.sparsity.surgery import channel_groups, _kind
+
+__all__ = ["filter_scores", "prune_filters", "FilterPruneCallback", "CRITERIA"]
+
+CRITERIA = ("bn_gamma", "l1")
+
+
+def _var(layer, key):
+    return masks_lib.layer_weight(layer, key)
+
+
+def _group_bn(model, group):
+    producer = model.get_layer(group.producer)
+    fused = getattr(producer, "batch_norm", None)
+    if fused is not None:
+        return fused
+    for m in group.members:
+        layer = model.get_layer(m)
+        if _kind(layer) == "BatchNormalization":
+            return masks_lib.inner_layer(layer)
+    return None
+
+
+def _kernel(layer):
+    v = _var(layer, "pointwise_kernel")
+    return v if v is not None else _var(layer, "kernel")
+
+
+def _eligible(model, layers):
+    groups = {n: g for n, g in channel_groups(model).items() if not g.blocked and g.consumers}
+    if layers is not None:
+        valid = sorted(groups)
+        unknown = [n for n in layers if n not in valid]
+        if unknown:
+            raise ValueError(f"Unknown or non-prunable layer name(s) {unknown} for filter pruning. "
+                             f"Valid names (producers whose channels do not reach a model "
+                             f"output): {valid}.")
+        groups = {n: g for n, g in groups.items() if n in set(layers)}
+    return groups
+
+
+def filter_scores(model, criterion="bn_gamma", layers=None):
+    """Scores every filter of the prunable layers (small = pruned first).
+
+    Args:
+        model: A built functional or Sequential model.
+        criterion: `"bn_gamma"` or `"l1"`. Defaults to `"bn_gamma"`.
+        layers: Producer layer names. Defaults to `None` (all eligible).
+
+    Returns:
+        Dict layer name → float array of per-filter scores.
+
+    Raises:
+        ValueError: On an unknown criterion or layer name, or `"bn_gamma"` for a layer
+            without BatchNormalization.
+
+    Example:
+
+    >>> import keras
+    >>> m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, name="a"),
+    ...                       keras.layers.Dense(1)])
+    >>> filter_scores(m, "l1")["a"].shape
+    (3,)
+    """
+    _check_choice("criterion", criterion, CRITERIA)
+    scores = {}
+    for name, g in _eligible(model, layers).items():
+        if criterion == "bn_gamma":
+            bn = _group_bn(model, g)
+            if bn is None or not bn.scale:
+                raise ValueError(f"criterion='bn_gamma' needs a BatchNormalization (with scale) "
+                                 f"after layer {name!r}; use criterion='l1' for it.")
+            scores[name] = np.abs(keras.ops.convert_to_numpy(bn.gamma))
+        else:
+            k = keras.ops.convert_to_numpy(_kernel(model.get_layer(name)))
+            scores[name] = np.abs(k.reshape(-1, g.channels)).mean(axis=0)
+    return scores
+
+
+def _pruned_counts(scores, sparsity, scope):
+    if scope == "layer":
+        return {n: min(int(round(sparsity * s.size)), s.size - 1) for n, s in scores.items()}
+    flat = np.concatenate([s for s in scores.values()]) if scores else np.zeros(0)
+    k = int(round(sparsity * flat.size))
+    order = np.argsort(flat, kind="stable")[:k]
+    owner = np.concatenate([[i] * s.size for i, s in enumerate(scores.values())]) if scores else []
+    counts = np.bincount(np.asarray(owner, int)[order], minlength=len(scores)) if k else np.zeros(len(scores), int)
+    return {n: min(int(c), s.size - 1) for (n, s), c in zip(scores.items(), counts)}
+
+
+def _filter_masks(scores, sparsity, scope):
+    masks = {}
+    for n, c in _pruned_counts(scores, sparsity, scope).items():
+        m = np.ones(scores[n].size, "float32")
+        m[np.argsort(scores[n], kind="stable")[:c]] = 0.0
+        masks[n] = m
+    return masks
+
+
+def _group_variables(model, group):
+    """(variable, reshape) pairs carrying the group's channels."""
+    producer = model.get_layer(group.producer)
+    out = [(_kernel(producer), None), (_var(producer, "bias"), None)]
+    fused = getattr(producer, "batch_norm", None)
+    if fused is not None:
+        out += [(_var(fused, "gamma"), None), (_var(fused, "beta"), None)]
+    for m in group.members:
+        layer = model.get_layer(m)
+        kind = _kind(layer)
+        if kind == "BatchNormalization":
+            out += [(_var(layer, "gamma"), None), (_var(layer, "beta"), None)]
+        elif kind.startswith("Depthwise"):
+            out += [(_var(layer, "kernel"), (-1, 1)), (_var(layer, "bias"), None)]
+    return [(v, r) for v, r in out if v is not None]
+
+
+def _apply(model, groups, masks, keep_masks):
+    for n, m in masks.items():
+        for v, shape in _group_variables(model, groups[n]):
+            mm = m.reshape(shape) if shape else m
+            if keep_masks:
+                masks_lib.attach_mask(model, v, mm)
+            else:
+                v.assign(keras.ops.convert_to_numpy(v) * mm)
+
+
+def prune_filters(model, sparsity, criterion="bn_gamma", scope="layer", layers=None):
+    """Zeroes the lowest-scoring filters once, in place (see the module docstring).
+
+    Args:
+        model: A built functional or Sequential model.
+        sparsity: Fraction of filters to prune, in `[0, 1)`.
+        criterion: `"bn_gamma"` or `"l1"`. Defaults to `"bn_gamma"`.
+        scope: `"layer"` or `"global"`. Defaults to `"layer"`.
+        layers: Producer layer names. Defaults to `None` (all eligible).
+
+    Returns:
+        Dict layer name → number of pruned filters.
+
+    Raises:
+        ValueError: On invalid sparsity, criterion, scope or layer names.
+
+    Example:
+
+    >>> import keras
+    >>> m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(4, name="a"),
+    ...                       keras.layers.Dense(1)])
+    >>> prune_filters(m, 0.25, criterion="l1")
+    {'a': 1}
+    """
+    sparsity = check_sparsity(sparsity)
+    _check_choice("scope", scope, ("layer", "global"))
+    scores = filter_scores(model, criterion, layers)
+    masks = _filter_masks(scores, sparsity, scope)
+    _apply(model, channel_groups(model), masks, keep_masks=False)
+    return {n: int((m == 0).sum()) for n, m in masks.items()}
+
+
+class FilterPruneCallback(PruneCallback):
+    """Prunes whole filters during training following a sparsity schedule.
+
+    Args:
+        schedule: Callable ``schedule(step) -> (should_prune, sparsity)`` where
+            sparsity is the fraction of filters (see :class:`PruneCallback`).
+        criterion: `"bn_gamma"` or `"l1"`. Defaults to `"bn_gamma"`.
+        scope: `"layer"` or `"global"`. Defaults to `"layer"`.
+        layers: Producer layer names. Defaults to `None` (all eligible).
+        granularity: `"step"` or `"epoch"`. Defaults to `"step"`.
+        log: Add `filter_sparsity/<layer>` to the epoch logs. Defaults to `True`.
+
+    Raises:
+        ValueError: On an unknown criterion/scope/granularity or a missing schedule.
+
+    Example:
+
+    >>> from keras_nna.sparsity import ConstantSparsity
+    >>> FilterPruneCallback(ConstantSparsity(0.25), criterion="l1").criterion
+    'l1'
+    """
+
+    def __init__(self, schedule, criterion="bn_gamma", scope="layer", layers=None,
+                 granularity="step", log=True):
+        super().__init__(schedule, "percentage", None, scope, layers, False, granularity, log)
+        _check_choice("criterion", criterion, CRITERIA)
+        self.criterion = criterion
+        self._groups = None
+
+    def _setup(self):
+        self._groups = _eligible(self.model, self.layers)
+        scores = filter_scores(self.model, self.criterion, list(self._groups))
+        masks = {}
+        for n, g in self._groups.items():
+            k = keras.ops.convert_to_numpy(_kernel(self.model.get_layer(n))).reshape(-1, g.channels)
+            pruned = np.all(k == 0, axis=0)
+            bn = _group_bn(self.model, g)
+            if bn is not None and bn.scale:
+                pruned &= keras.ops.convert_to_numpy(bn.gamma) == 0
+            masks[n] = (~pruned).astype("float32")
+        fresh = any(not isinstance(v.constraint, masks_lib._MaskConstraint)
+                    for g in self._groups.values() for v, _ in _group_variables(self.model, g))
+        _apply(self.model, self._groups, masks, keep_masks=True)
+        self._masks = masks
+        self._weights = list(self._groups)  # marks setup as done
+        del scores
+        if fresh and getattr(self.model, "train_function", None) is not None:
+            self.model.make_train_function(force=True)
+
+    def prune(self, sparsity):
+        """Prunes filters now to `sparsity` (pruned filters stay pruned)."""
+        scores = filter_scores(self.model, self.criterion, list(self._groups))
+        for n in scores:  # already-pruned filters rank first
+            scores[n] = np.where(self._masks[n] == 0, -1.0, scores[n])
+        new = _filter_masks(scores, sparsity, self.scope)
+        self._masks = {n: new[n] * self._masks[n] for n in new}
+        _apply(self.model, self._groups, self._masks, keep_masks=True)
+
+    def sparsities(self):
+        """Returns `{layer: fraction of pruned filters}`."""
+        return {n: float((m == 0).mean()) for n, m in getattr(self, "_masks", {}).items()}
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.log and logs is not None:
+            for n, s in self.sparsities().items():
+                logs[f"filter_sparsity/{n}"] = s

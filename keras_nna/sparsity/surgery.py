@@ -1,0 +1,319 @@
+"""Channel groups and filter-removal surgery.
+
+A *channel group* is the set of tensors that share one channel index space: the
+output of a producer (Conv2D, SeparableConv2D, Dense) and of the channel-preserving
+layers after it (BatchNormalization, ReLU/Activation, Dropout, padding, pooling,
+DepthwiseConv2D with ``depth_multiplier=1``, Flatten), up to the *consumers* that mix
+channels (the next Conv2D, SeparableConv2D — depthwise and pointwise — or Dense,
+also after GlobalAveragePooling2D or Flatten). :func:`channel_groups` finds them;
+filter pruning (:mod:`keras_nna.sparsity.filters`) zeroes a filter across its group.
+
+:func:`remove_pruned_filters` then physically removes every channel that is *dead*
+(identically zero) where it enters all its consumers: the producer's filter, the
+matching parameters of the BN/depthwise layers in between, and the matching input
+channels of the consumers. Because a removed channel only ever contributed zeros,
+the smaller model computes the same outputs as the masked one (up to float
+summation order). A group whose channels reach a model output or a layer the surgery
+does not know (``Add``, ``Concatenate``, ``Reshape``, ...) is left untouched; at least
+one channel per layer is kept.
+
+Example:
+
+>>> import numpy as np, keras
+>>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="a"),
+...                       keras.layers.Dense(2, name="b")])
+>>> k = m.get_layer("a").kernel
+>>> _ = k.assign(np.concatenate([k.numpy()[:, :2], np.zeros((4, 1))], 1))
+>>> small = remove_pruned_filters(m)
+>>> small.get_layer("a").units, small.count_params(), m.count_params()
+(2, 16, 23)
+"""
+
+import dataclasses
+
+import numpy as np
+import keras
+
+from keras_nna.sparsity.graph import count_params_and_macs, layer_graph
+from keras_nna.sparsity.masks import inner_layer
+
+__all__ = ["ChannelGroup", "channel_groups", "dead_channels", "remove_pruned_filters",
+           "compare_models"]
+
+PRODUCERS = ("Conv1D", "Conv2D", "Conv3D", "SeparableConv1D", "SeparableConv2D", "Dense")
+PRESERVING = ("BatchNormalization", "ReLU", "LeakyReLU", "Activation", "Dropout", "SpatialDropout1D",
+              "SpatialDropout2D", "ZeroPadding1D", "ZeroPadding2D", "Cropping2D", "MaxPooling1D",
+              "MaxPooling2D", "AveragePooling1D", "AveragePooling2D", "GlobalAveragePooling1D",
+              "GlobalAveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "Identity",
+              "UpSampling2D", "DepthwiseConv1D", "DepthwiseConv2D", "Flatten")
+
+
+def _kind(layer):
+    return type(inner_layer(layer)).__name__
+
+
+def _is_producer(layer):
+    inner = inner_layer(layer)
+    return _kind(layer) in PRODUCERS and getattr(inner, "groups", 1) == 1
+
+
+def _is_preserving(layer):
+    kind = _kind(layer)
+    if kind.startswith("Depthwise"):
+        return inner_layer(layer).depth_multiplier == 1
+    if kind == "BatchNormalization":
+        return inner_layer(layer).axis in (-1, len(inner_layer(layer).input.shape) - 1)
+    return kind in PRESERVING
+
+
+@dataclasses.dataclass
+class ChannelGroup:
+    """Layers sharing one channel index space.
+
+    Attributes:
+        producer: Name of the layer creating the channels.
+        channels: Number of channels.
+        members: Channel-preserving layers, in topological order.
+        consumers: Dict consumer name → name of the member (or producer) feeding it.
+        repeat: Dict consumer name → spatial repeat of the channels in its input
+            (> 1 for a Dense after Flatten).
+        blocked: Why channels cannot be removed (`""` if they can).
+    """
+
+    producer: str
+    channels: int
+    members: list
+    consumers: dict
+    repeat: dict
+    blocked: str = ""
+
+
+def channel_groups(model):
+    """Finds the channel groups of a functional or Sequential model.
+
+    Args:
+        model: A built functional or Sequential model.
+
+    Returns:
+        Dict producer name → :class:`ChannelGroup`.
+
+    Example:
+
+    >>> import keras
+    >>> m = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(4, 3, name="c"),
+    ...     keras.layers.BatchNormalization(name="bn"), keras.layers.ReLU(name="r"),
+    ...     keras.layers.GlobalAveragePooling2D(name="gap"), keras.layers.Dense(2, name="d")])
+    >>> g = channel_groups(m)["c"]
+    >>> g.members, g.consumers, g.blocked
+    (['bn', 'r', 'gap'], {'d': 'gap'}, '')
+    """
+    graph = layer_graph(model)
+    groups = {}
+    for name, layer in graph.layers.items():
+        if not graph.producers[name] or not _is_producer(layer):
+            continue
+        group = ChannelGroup(name, int(graph.output_shape(name)[-1]), [], {}, {})
+        frontier = [(name, 1)]
+        while frontier:
+            src, rep = frontier.pop(0)
+            if src in graph.output_layers:
+                group.blocked = group.blocked or f"{src!r} is a model output"
+            for c in graph.consumers[src]:
+                cl = graph.layers[c]
+                if _is_producer(cl):
+                    group.consumers[c] = src
+                    group.repeat[c] = rep
+                    if _kind(cl) != "Dense" and rep != 1:
+                        group.blocked = group.blocked or f"{c!r} consumes flattened channels"
+                elif _is_preserving(cl) and len(graph.producers[c]) == 1:
+                    group.members.append(c)
+                    r = rep
+                    if _kind(cl) == "Flatten":
+                        r = rep * int(np.prod(graph.input_shape(c)[1:-1]))
+                    frontier.append((c, r))
+                else:
+                    group.blocked = group.blocked or f"{c!r} ({_kind(cl)}) is not supported by surgery"
+        groups[name] = group
+    return groups
+
+
+def _act_keeps_zero(layer):
+    act = getattr(inner_layer(layer), "activation", None)
+    if act is None or isinstance(act, str) and act in ("linear", "relu"):
+        return True
+    try:
+        return float(keras.ops.convert_to_numpy(act(keras.ops.zeros((1,))))[0]) == 0.0
+    except Exception:  # noqa: BLE001 - unknown activation: assume it does not keep zeros
+        return False
+
+
+def _weight(layer, key):
+    for v in inner_layer(layer).weights:
+        if v.name == key:
+            return keras.ops.convert_to_numpy(v)
+    return None
+
+
+def dead_channels(model, groups=None):
+    """Finds, per group, the channels that are zero wherever they are consumed.
+
+    Args:
+        model: A built functional or Sequential model.
+        groups: Result of :func:`channel_groups`. Defaults to `None` (computed).
+
+    Returns:
+        Dict producer name → boolean array (True = removable). Blocked groups get all
+        False; at least one channel is always kept.
+
+    Example:
+
+    >>> import keras
+    >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="a"),
+    ...                       keras.layers.Dense(1, name="b")])
+    >>> dead_channels(m)["a"].tolist()
+    [False, False]
+    """
+    groups = channel_groups(model) if groups is None else groups
+    out = {}
+    for name, g in groups.items():
+        p = model.get_layer(name)
+        kernel = _weight(p, "pointwise_kernel")
+        kernel = _weight(p, "kernel") if kernel is None else kernel
+        bias = _weight(p, "bias")
+        dead = {name: np.all(kernel.reshape(-1, g.channels) == 0, axis=0)
+                & (bias == 0 if bias is not None else True) & _act_keeps_zero(p)}
+        for m in g.members:
+            layer = model.get_layer(m)
+            src = layer._inbound_nodes[0].parent_nodes[0].operation.name
+            d = dead[src]
+            kind = _kind(layer)
+            if kind == "BatchNormalization":
+                inner = inner_layer(layer)
+                gamma = _weight(layer, "gamma") if inner.scale else np.ones(g.channels)
+                beta = _weight(layer, "beta") if inner.center else np.zeros(g.channels)
+                mean, var = _weight(layer, "moving_mean"), _weight(layer, "moving_variance")
+                const = beta - gamma * mean / np.sqrt(var + inner.epsilon)
+                d = ((gamma == 0) & (beta == 0)) | (d & (const == 0))
+            elif kind.startswith("Depthwise"):
+                k = _weight(layer, "kernel")
+                b = _weight(layer, "bias")
+                zero_k = np.all(k.reshape(-1, g.channels) == 0, axis=0)
+                d = (d | zero_k) & (b == 0 if b is not None else True) & _act_keeps_zero(layer)
+            elif kind in ("Activation", "ReLU", "LeakyReLU"):
+                d = d & _act_keeps_zero(layer) if kind == "Activation" else d
+            dead[m] = d
+        removable = np.ones(g.channels, bool)
+        for c, src in g.consumers.items():
+            removable &= dead[src]
+        if g.blocked or not g.consumers:
+            removable[:] = False
+        if removable.all():
+            removable[0] = False
+        out[name] = removable
+    return out
+
+
+def _slice(value, axis, index):
+    return np.take(value, index, axis=axis)
+
+
+def remove_pruned_filters(model, verbose=False):
+    """Returns a smaller copy of a model without its dead (pruned) channels.
+
+    Args:
+        model: A built functional or Sequential float model whose pruned filters are
+            zero across their channel group (e.g. after
+            :func:`keras_nna.sparsity.prune_filters` or a `FilterPruneCallback`).
+        verbose: Print parameters and MACs before/after. Defaults to `False`.
+
+    Returns:
+        A new model of the same kind with the same layer names, computing the same
+        outputs as `model` (allclose), with fewer filters. See :func:`compare_models`.
+
+    Raises:
+        ValueError: If the model is not functional/Sequential or shares layers.
+
+    Example:
+
+    >>> import keras
+    >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), keras.layers.Dense(1)])
+    >>> remove_pruned_filters(m).count_params() == m.count_params()  # nothing pruned
+    True
+    """
+    groups = channel_groups(model)
+    removable = dead_channels(model, groups)
+    out_keep = {n: np.flatnonzero(~r) for n, r in removable.items()}
+    # Channels kept at the input of each layer: (kept channel indices, channel count, repeat).
+    in_keep = {}
+    for n, g in groups.items():
+        for m in g.members:
+            in_keep[m] = (out_keep[n], g.channels, 1)
+        for c, src in g.consumers.items():
+            in_keep[c] = (out_keep[n], g.channels, g.repeat[c])
+
+    def clone(layer):
+        cfg = layer.get_config()
+        if layer.name in out_keep:
+            key = "units" if _kind(layer) == "Dense" else "filters"
+            cfg[key] = int(len(out_keep[layer.name]))
+        return layer.__class__.from_config(cfg)
+
+    new = keras.models.clone_model(model, clone_function=clone)
+    for layer in model.layers:
+        weights = {v.name: keras.ops.convert_to_numpy(v) for v in layer.weights}
+        if not weights or (layer.name not in out_keep and layer.name not in in_keep):
+            if weights:
+                new.get_layer(layer.name).set_weights(layer.get_weights())
+            continue
+        kind = _kind(layer)
+        ok = out_keep.get(layer.name)
+        ik = in_keep.get(layer.name)
+        sliced = []
+        for v in layer.weights:
+            w = weights[v.name]
+            if kind == "BatchNormalization" or (kind.startswith("Depthwise") and v.name == "bias"):
+                w = _slice(w, -1, ik[0])
+            elif kind.startswith("Depthwise"):
+                w = _slice(w, w.ndim - 2, ik[0])
+            else:
+                if v.name == "bias" and ok is not None:
+                    w = _slice(w, 0, ok)
+                if v.name in ("kernel", "pointwise_kernel") and ok is not None:
+                    w = _slice(w, w.ndim - 1, ok)
+                if ik is not None and v.name in ("kernel", "depthwise_kernel", "pointwise_kernel"):
+                    index, channels, rep = ik
+                    if v.name == "pointwise_kernel":
+                        mult = inner_layer(layer).depth_multiplier
+                        index = (index[:, None] * mult + np.arange(mult)[None]).reshape(-1)
+                    elif rep > 1:
+                        index = (np.arange(rep)[:, None] * channels + index[None]).reshape(-1)
+                    w = _slice(w, 0 if kind == "Dense" else w.ndim - 2, index)
+            sliced.append(w)
+        new.get_layer(layer.name).set_weights(sliced)
+    if verbose:
+        report = compare_models(model, new)
+        print(f"params {report['params_before']} -> {report['params_after']}, "
+              f"MACs {report['macs_before']} -> {report['macs_after']}")
+    return new
+
+
+def compare_models(before, after):
+    """Parameters and MACs of two models (e.g. before/after surgery).
+
+    Args:
+        before: Original model.
+        after: Reduced model.
+
+    Returns:
+        Dict with `params_before`, `params_after`, `macs_before`, `macs_after`.
+
+    Example:
+
+    >>> import keras
+    >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> compare_models(m, m)["params_after"]
+    8
+    """
+    a, b = count_params_and_macs(before), count_params_and_macs(after)
+    return {"params_before": a["params"], "params_after": b["params"],
+            "macs_before": a["macs"], "macs_after": b["macs"]}

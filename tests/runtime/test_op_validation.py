@@ -1,0 +1,218 @@
+"""NnaRun rejects malformed programs and mismatched inputs, and never crashes."""
+
+import struct
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_nna.runtime import nna_run
+
+HEADER_SIZE, INSTR_SIZE = 32, 64
+
+
+def small_program(nna):
+    """conv 3x3 (4-bit, sparse) -> global avgpool -> dense raw; 366 bytes."""
+    w = np.zeros((3, 3, 2, 4), np.int64)
+    w[:, :, 0, :2] = [[1, -7, 3], [0, 2, 0], [5, 0, -1]][0][0]
+    w[1, 1] = [[3, 0, -2, 1], [0, 7, 0, -7]]
+    w[0, 2, 1, 3] = 4
+    layers = [
+        dict(kind="conv", w=w, w_bits=4, w_enc=1, pad=(1, 1, 1, 1), out_bits=4, out_exp=2,
+             m=np.array([16384, 20000, 30000, 17000]), n=np.array([0, -5000, 100, 7]),
+             sh=np.array([14, 15, 16, 14])),
+        dict(kind="avgpool", pool=(6, 6), avg_m=1820, avg_sh=16),
+        dict(kind="dense", w=np.array([[1, -1, 0], [2, 0, 1], [0, 0, -3], [1, 1, 1]]), w_bits=3,
+             out_bits=0, m=np.array([16384, -16384, 20000]), n=np.array([0, 3, -9]),
+             sh=np.array([14, 15, 16])),
+    ]
+    return nna.write((6, 6, 2), layers)
+
+
+@pytest.fixture(scope="module")
+def program(nna):
+    return small_program(nna)
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (2, 6, 6, 2)).astype(np.uint8)
+
+
+def _rejects(data, images, match=None):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=match):
+        nna_run(data, images)
+
+
+def test_small_program_is_valid(program, images):
+    assert 300 <= len(program) <= 400
+    out, stats = nna_run(program, images)
+    assert out.shape == (2, 3) and stats.shape == (2, 3, 6)
+
+
+def test_every_truncation_is_rejected(program, images):
+    for n in range(len(program)):
+        _rejects(program[:n], images)
+    _rejects(program + b"\0", images, "size")
+
+
+def test_every_byte_flip_is_rejected(program, images):
+    for i in range(len(program)):
+        bad = bytearray(program)
+        bad[i] ^= 0xFF
+        _rejects(bytes(bad), images)
+
+
+# Bytes whose corruption (with a recomputed CRC) may still be a valid program:
+# input_scale (any finite positive float), out_exp of codes layers, and the
+# constant pool (weights and requantization values), checked below for no crash.
+def _may_stay_valid(program, i):
+    n_layers = struct.unpack_from("<H", program, 6)[0]
+    pool_start = HEADER_SIZE + INSTR_SIZE * n_layers
+    if 20 <= i < 24 or i >= pool_start:
+        return True
+    if i >= HEADER_SIZE:
+        layer, off = divmod(i - HEADER_SIZE, INSTR_SIZE)
+        return off == 3 and program[HEADER_SIZE + INSTR_SIZE * layer] <= 4 and layer < n_layers - 1
+    return False
+
+
+@pytest.mark.parametrize("xor", [0xFF, 0x01, 0x80], ids=["xorFF", "xor01", "xor80"])
+def test_field_corruption_with_valid_crc_is_rejected(nna, program, images, xor):
+    """The CRC is recomputed, so the field checks themselves must catch these."""
+    accepted = []
+    for i in range(len(program) - 4):
+        bad = bytearray(program)
+        bad[i] ^= xor
+        bad = nna.fix_crc(bad)
+        try:
+            out, stats = nna_run(bad, images)
+        except tf.errors.InvalidArgumentError as err:
+            assert "invalid program" in str(err)
+            continue
+        assert np.isfinite(out.numpy()).all() and stats.shape == (2, 3, 6)
+        accepted.append(i)
+    unexpected = [i for i in accepted if not _may_stay_valid(program, i)]
+    assert not unexpected, f"corrupted bytes accepted at offsets {unexpected}"
+
+
+@pytest.mark.parametrize("offset,value,match", [
+    (0, b"XNAB", "magic"),
+    (4, struct.pack("<H", 2), "version"),
+    (6, struct.pack("<H", 0), "n_layers"),
+    (12, struct.pack("<H", 0), "in_h"),
+    (18, b"\x09", "in_bits"),
+    (19, b"\x01", "flags"),
+    (20, struct.pack("<f", -1.0), "input_scale"),
+    (20, struct.pack("<f", float("nan")), "input_scale"),
+    (24, b"\x01", "reserved"),
+    (32 + 0, b"\x09", "kind"),
+    (32 + 1, b"\x07", "in_bits"),
+    (32 + 4, struct.pack("<H", 5), "input shape"),
+    (32 + 10, struct.pack("<H", 7), "output shape"),
+    (32 + 16, b"\x10", "kernel"),
+    (32 + 18, b"\x00", "strides"),
+    (32 + 20, b"\x03", "pads"),
+    (32 + 24, b"\x01", "w_bits"),
+    (32 + 26, b"\x02", "w_enc"),
+    (32 + 28, struct.pack("<I", 1 << 30), "outside the constant pool"),
+    (32 + 32, struct.pack("<I", 3), "length"),
+    (32 + 36, struct.pack("<I", 1), "w2"),
+    (32 + 52, struct.pack("<H", 2), "pool_h"),
+    (32 + 56, b"\x02", "acc_wide"),
+    (32 + 60, b"\x01", "reserved"),
+    (32 + 64 + 16, b"\x02", "kh/kw"),
+    (32 + 64 + 52, struct.pack("<H", 7), "window"),
+    (32 + 64 + 20, b"\x01", "pads"),
+    (32 + 128 + 2, b"\x04", "out_exp|raw"),
+    (32 + 128 + 2, b"\x00", "in_bits"),
+])
+def test_field_checks_name_the_field(nna, program, images, offset, value, match):
+    bad = bytearray(program)
+    bad[offset:offset + len(value)] = value
+    _rejects(nna.fix_crc(bad), images, match)
+
+
+def test_bounds_are_checked(nna):
+    """acc_wide=0 with a worst-case accumulator >= 2^31, and |z| reaching 2^62."""
+    w = np.full((15, 15, 64, 1), 127)
+    layer = dict(kind="conv", w=w, w_bits=8, out_bits=0, acc_wide=0,
+                 m=np.array([1]), n=np.array([0]), sh=np.array([1]))
+    _rejects(nna.write((15, 15, 64), [layer]), np.zeros((1, 15, 15, 64), np.uint8), "2\\^31")
+    layer.update(acc_wide=1, m=np.array([2**31 - 1]))
+    _rejects(nna.write((15, 15, 64), [layer]), np.zeros((1, 15, 15, 64), np.uint8), "2\\^62")
+
+
+@pytest.mark.parametrize("codes,match", [
+    (lambda nna: nna.pack_values([-8] + [0] * 7, 4), "outside"),  # -2^(b-1) is not a valid code
+    (lambda nna: b"\x01" + nna.pack_values([0], 4), "non-zero"),  # sparse with a packed zero
+    (lambda nna: b"\x01\x00" + nna.pack_values([1], 4), "length"),
+    (lambda nna: nna.pack_values([1] * 7, 4) + b"\x00", "outside|padding|length"),
+], ids=["most-negative", "sparse-zero", "sparse-len", "dense-len"])
+def test_kernel_encoding_errors(nna, codes, match):
+    """Hand-patched kernels of a dense 8 -> 1 layer."""
+    layer = dict(kind="dense", w=np.ones((8, 1)), w_bits=4, out_bits=0, m=[1], n=[0], sh=[1])
+    data = bytearray(nna.write((1, 1, 8), [layer]))
+    blob = codes(nna)
+    pool_start = HEADER_SIZE + INSTR_SIZE
+    enc = 1 if blob[:1] == b"\x01" and len(blob) < 4 else 0
+    rq = bytes(data[pool_start + 4: pool_start + 4 + 13])
+    pool = blob + rq
+    instr = bytearray(data[HEADER_SIZE:pool_start])
+    instr[26] = enc
+    instr[28:52] = struct.pack("<6I", 0, len(blob), 0, 0, len(blob), 13)
+    head = bytearray(data[:HEADER_SIZE])
+    head[8:12] = struct.pack("<I", len(pool))
+    _rejects(nna.fix_crc(bytes(head + instr + pool) + b"\0\0\0\0"), np.zeros((1, 1, 1, 8), np.uint8),
+             match)
+
+
+def test_padding_bits_must_be_zero(nna):
+    layer = dict(kind="dense", w=np.ones((3, 1)), w_bits=3, out_bits=0, m=[1], n=[0], sh=[1])
+    data = bytearray(nna.write((1, 1, 3), [layer]))
+    data[HEADER_SIZE + INSTR_SIZE + 1] |= 0x80  # 9 bits used of 16
+    _rejects(nna.fix_crc(data), np.zeros((1, 1, 1, 3), np.uint8), "padding")
+
+
+@pytest.mark.parametrize("shape", [(2, 6, 6, 3), (2, 6, 5, 2), (6, 6, 2), (1, 2, 6, 6, 2)],
+                         ids=["channels", "width", "rank3", "rank5"])
+def test_wrong_image_shape(program, shape):
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match=r"\[N, 6, 6, 2\]|rank"):
+        nna_run(program, np.zeros(shape, np.uint8))
+
+
+def test_wrong_image_dtype(program):
+    with pytest.raises((TypeError, tf.errors.InvalidArgumentError, ValueError)):
+        nna_run(program, np.zeros((1, 6, 6, 2), np.float32))
+
+
+def test_program_must_be_scalar(program, images):
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="scalar|rank"):
+        nna_run(tf.constant([program, program]), images)
+
+
+def test_input_codes_above_in_bits(nna):
+    layer = dict(kind="dense", w=np.ones((2, 1)), w_bits=2, out_bits=0, m=[1], n=[0], sh=[1])
+    data = nna.write((1, 1, 2), [layer], in_bits=4)
+    nna_run(data, np.full((1, 1, 1, 2), 15, np.uint8))
+    _rejects(data, np.full((1, 1, 1, 2), 16, np.uint8), "4-bit input codes")
+
+
+def test_unknown_mode(program, images):
+    with pytest.raises(ValueError, match="mode"):
+        nna_run(program, images, mode="fast")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(12), ids=lambda s: f"seed{s}")
+def test_random_program_corruptions_do_not_crash(nna, seed):
+    rng = np.random.default_rng(seed)
+    data, _, in_shape, images = nna.random_program(rng, batch=1)
+    for i in range(len(data) - 4):
+        bad = bytearray(data)
+        bad[i] ^= int(rng.integers(1, 256))
+        try:
+            nna_run(nna.fix_crc(bad), images)
+        except tf.errors.InvalidArgumentError:
+            pass
