@@ -70,7 +70,7 @@ def program_bytes(program):
     if isinstance(program, (str, os.PathLike)):
         with open(program, "rb") as f:
             return f.read()
-    if hasattr(program, "to_bytes"):
+    if hasattr(program, "to_bytes") and not isinstance(program, int):  # int.to_bytes exists
         return bytes(program.to_bytes())
     raise TypeError("program must be bytecode bytes, a path to a bytecode file, or an object "
                     f"with .to_bytes() (keras_nna.export.Program). Received: {type(program)}")

@@ -32,7 +32,7 @@ import numpy as np
 import keras
 import tensorflow as tf
 
-from keras_nna.sparsity.masks import iter_layers
+from keras_nna.sparsity.masks import iter_layers, training_target
 from keras_nna.sparsity.regularizers import relu_layers
 
 __all__ = ["measure_activation_sparsity", "ActivationSparsityCallback", "quantize_codes"]
@@ -195,7 +195,7 @@ class ActivationSparsityCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.frequency:
             return
-        self.last = measure_activation_sparsity(self.model, self.data, self.quantization_step, self.bits)
+        self.last = measure_activation_sparsity(training_target(self.model), self.data, self.quantization_step, self.bits)
         if logs is None:
             return
         for n, v in self.last.items():

@@ -157,12 +157,12 @@ def _group_variables(model, group):
     return [(v, r) for v, r in out if v is not None]
 
 
-def _apply(model, groups, masks, keep_masks):
+def _apply(model, groups, masks, keep_masks, owner=None):
     for n, m in masks.items():
         for v, shape in _group_variables(model, groups[n]):
             mm = m.reshape(shape) if shape else m
             if keep_masks:
-                masks_lib.attach_mask(model, v, mm)
+                masks_lib.attach_mask(owner or model, v, mm)
             else:
                 v.assign(keras.ops.convert_to_numpy(v) * mm)
 
@@ -229,33 +229,35 @@ class FilterPruneCallback(PruneCallback):
         self._groups = None
 
     def _setup(self):
-        self._groups = _eligible(self.model, self.layers)
-        scores = filter_scores(self.model, self.criterion, list(self._groups))
+        target = masks_lib.training_target(self.model)
+        self._target = target
+        self._groups = _eligible(target, self.layers)
+        if self.criterion == "bn_gamma":
+            filter_scores(target, self.criterion, list(self._groups))  # fail early without BN
         masks = {}
         for n, g in self._groups.items():
-            k = keras.ops.convert_to_numpy(_kernel(self.model.get_layer(n))).reshape(-1, g.channels)
+            k = keras.ops.convert_to_numpy(_kernel(target.get_layer(n))).reshape(-1, g.channels)
             pruned = np.all(k == 0, axis=0)
-            bn = _group_bn(self.model, g)
+            bn = _group_bn(target, g)
             if bn is not None and bn.scale:
                 pruned &= keras.ops.convert_to_numpy(bn.gamma) == 0
             masks[n] = (~pruned).astype("float32")
         fresh = any(not isinstance(v.constraint, masks_lib._MaskConstraint)
-                    for g in self._groups.values() for v, _ in _group_variables(self.model, g))
-        _apply(self.model, self._groups, masks, keep_masks=True)
+                    for g in self._groups.values() for v, _ in _group_variables(target, g))
+        _apply(target, self._groups, masks, keep_masks=True, owner=self.model)
         self._masks = masks
         self._weights = list(self._groups)  # marks setup as done
-        del scores
         if fresh and getattr(self.model, "train_function", None) is not None:
             self.model.make_train_function(force=True)
 
     def prune(self, sparsity):
         """Prunes filters now to `sparsity` (pruned filters stay pruned)."""
-        scores = filter_scores(self.model, self.criterion, list(self._groups))
+        scores = filter_scores(self._target, self.criterion, list(self._groups))
         for n in scores:  # already-pruned filters rank first
             scores[n] = np.where(self._masks[n] == 0, -1.0, scores[n])
         new = _filter_masks(scores, sparsity, self.scope)
         self._masks = {n: new[n] * self._masks[n] for n in new}
-        _apply(self.model, self._groups, self._masks, keep_masks=True)
+        _apply(self._target, self._groups, self._masks, keep_masks=True, owner=self.model)
 
     def sparsities(self):
         """Returns `{layer: fraction of pruned filters}`."""

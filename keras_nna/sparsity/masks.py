@@ -38,7 +38,7 @@ import keras
 import tensorflow as tf
 
 __all__ = ["PrunableWeight", "find_prunable_weights", "mask_from_zeros", "weight_sparsity",
-           "attach_mask", "detach_masks"]
+           "attach_mask", "detach_masks", "training_target"]
 
 _KERNEL_KEYS = {
     "Conv1D": ("kernel",), "Conv2D": ("kernel",), "Conv3D": ("kernel",),
@@ -86,6 +86,20 @@ def layer_weight(layer, key):
             if v.name == key:
                 return v
     return None
+
+
+def training_target(model):
+    """The model whose weights a callback acts on: `model.student` for a distiller.
+
+    Example:
+
+    >>> import keras
+    >>> m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    >>> training_target(m) is m
+    True
+    """
+    student = getattr(model, "student", None)
+    return student if isinstance(student, keras.Model) else model
 
 
 def iter_layers(model):

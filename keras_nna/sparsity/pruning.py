@@ -205,7 +205,8 @@ class PruneCallback(keras.callbacks.Callback):
     # -- mask management -------------------------------------------------
     def _setup(self):
         """Selects kernels and attaches masks recovered from their zero patterns."""
-        self._weights = masks_lib.find_prunable_weights(self.model, self.layers, self.exclude_first)
+        target = masks_lib.training_target(self.model)
+        self._weights = masks_lib.find_prunable_weights(target, self.layers, self.exclude_first)
         new = False
         for w in self._weights:
             if not _has_mask(w.variable):

@@ -65,7 +65,7 @@ def write(in_shape, layers, in_bits=8, input_scale=1 / 255):
         kind = L["kind"]
         regions = []
         if kind in ("conv", "depthwise", "separable", "dense"):
-            regions.append(encode_kernel(L["w"], L["w_bits"], L.get("w_enc", 0)))
+            regions.append(L.get("w_blob") or encode_kernel(L["w"], L["w_bits"], L.get("w_enc", 0)))
             regions.append(encode_kernel(L["w2"], L["w2_bits"], L.get("w2_enc", 0)) if kind == "separable" else None)
             rq = b"".join(struct.pack("<iqB", int(m), int(n), int(s)) for m, n, s in zip(L["m"], L["n"], L["sh"]))
             regions.append(rq)

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs keras_nna on a fresh machine: Debian data package, TensorFlow (CPU),
+# the package itself with its emulator op compiled against that TensorFlow,
+# and the test/tutorial extras. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || {
+    $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null; }
+fi
+PIP="python -m pip install -q --disable-pip-version-check"
+# TensorFlow first: the op is compiled against the TensorFlow that is installed.
+$PIP "tensorflow-cpu==2.21.*"
+$PIP setuptools wheel
+$PIP --no-build-isolation -e ".[cpu,test,tutorials]"
+# Editable installs do not always place the op next to the sources: build it in place.
+python setup.py -q build_ext --inplace
+python -c "import keras_nna.runtime as r; r.load_op_library(); print('keras_nna installed; emulator op loads')"
