@@ -123,12 +123,20 @@ def filter_scores(model, criterion="bn_gamma", layers=None):
 def _pruned_counts(scores, sparsity, scope):
     if scope == "layer":
         return {n: min(int(round(sparsity * s.size)), s.size - 1) for n, s in scores.items()}
-    flat = np.concatenate([s for s in scores.values()]) if scores else np.zeros(0)
+    names = list(scores)
+    flat = np.concatenate([scores[n] for n in names]) if names else np.zeros(0)
+    owner = np.concatenate([[i] * scores[n].size for i, n in enumerate(names)]).astype(int) \
+        if names else np.zeros(0, int)
     k = int(round(sparsity * flat.size))
-    order = np.argsort(flat, kind="stable")[:k]
-    owner = np.concatenate([[i] * s.size for i, s in enumerate(scores.values())]) if scores else []
-    counts = np.bincount(np.asarray(owner, int)[order], minlength=len(scores)) if k else np.zeros(len(scores), int)
-    return {n: min(int(c), s.size - 1) for (n, s), c in zip(scores.items(), counts)}
+    counts = [0] * len(names)
+    for i in np.argsort(flat, kind="stable"):  # skip layers down to their last filter
+        if k == 0:
+            break
+        o = owner[i]
+        if counts[o] < scores[names[o]].size - 1:
+            counts[o] += 1
+            k -= 1
+    return dict(zip(names, counts))
 
 
 def _filter_masks(scores, sparsity, scope):

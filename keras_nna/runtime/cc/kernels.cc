@@ -247,7 +247,7 @@ int64_t RunWeighted(const Layer& L, const uint8_t* in, double density, Mode mode
                     Scratch* s, uint8_t* codes, float* raw, int64_t* synops) {
   AccT* acc = reinterpret_cast<AccT*>(s->acc.data());
   const int64_t positions = int64_t(L.out_h) * L.out_w;
-  const bool vnni = std::is_same<AccT, int32_t>::value && HaveVnni();
+  const bool vnni = std::is_same<AccT, int32_t>::value && !L.w_vnni.empty();
   auto use_event = [&](double d) {
     if (mode != Mode::kAuto) return mode == Mode::kEvent;
     return d < (vnni ? kAutoDensityVnni : kAutoDensity);
@@ -292,7 +292,8 @@ int64_t RunWeighted(const Layer& L, const uint8_t* in, double density, Mode mode
       if (event) {
         PointwiseEvent(in, 1, L.in_c, L.out_c, L.w.data(), L.row_nnz, acc, synops);
       } else {
-        PointwiseDense(in, 1, L.in_c, L.out_c, L.w.data(), acc);
+        if (vnni) ConvDenseVnni(L, in, reinterpret_cast<int32_t*>(acc), &s->col);
+        else PointwiseDense(in, 1, L.in_c, L.out_c, L.w.data(), acc);
         *synops = PointwiseSynops(in, 1, L.in_c, L.row_nnz);
       }
       break;

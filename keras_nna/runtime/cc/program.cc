@@ -5,6 +5,8 @@
 // computed in 128-bit. A rejected program yields a reason string.
 #include "program.h"
 
+#include "simd.h"
+
 #include <cmath>
 #include <cstring>
 #include <sstream>
@@ -224,6 +226,7 @@ bool ParseProgram(const uint8_t* data, size_t size, Program* prog,
     prog->max_elems = std::max<size_t>(prog->max_elems, size_t(biggest));
     prev = &L;
     prev_exp = L.out_exp;
+    PrepareVnni(&L);
   }
   const Layer& last = prog->layers.back();
   prog->out_h = last.out_h;

@@ -65,6 +65,10 @@ struct Layer {
   // out_c weights, SEPARABLE w2 per input channel. DEPTHWISE/SEPARABLE w:
   // 0/1 per (tap, channel) is w != 0 itself.
   std::vector<int32_t> row_nnz, row2_nnz;
+  // CONV/DENSE weights re-laid out for the VNNI dense kernel (simd.h); empty
+  // when unused.
+  std::vector<int8_t> w_vnni;
+  int64_t vnni_k4 = 0;
   // Requantization, per output channel (kinds 1-4).
   std::vector<int32_t> rq_m;
   std::vector<int64_t> rq_n;

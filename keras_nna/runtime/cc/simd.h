@@ -13,8 +13,12 @@ namespace keras_nna {
 // True if this CPU has AVX-512 VNNI (checked once).
 bool HaveVnni();
 
-// CONV with int32 accumulation (acc_wide = 0) by u8 x s8 dot products.
-// Requires HaveVnni(). `col` is a work buffer.
+// Re-lays out a CONV/DENSE layer's weights for ConvDenseVnni (no-op when the
+// CPU lacks VNNI or the layer accumulates in int64).
+void PrepareVnni(Layer* L);
+
+// CONV or DENSE with int32 accumulation (acc_wide = 0) by u8 x s8 dot products.
+// Requires a layer prepared by PrepareVnni (non-empty w_vnni). `col` is a work buffer.
 void ConvDenseVnni(const Layer& L, const uint8_t* in, int32_t* acc,
                    std::vector<uint8_t>* col);
 
