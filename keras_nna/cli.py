@@ -276,7 +276,7 @@ def _cmd_demo(args):
         raise CliError(f"{path} has no main(argv) function; expected the quickstart tutorial.")
     if args[:1] == ["--"]:
         args = args[1:]
-    status = module.main([path, *args])
+    status = module.main(list(args))
     return int(status or 0)
 
 
@@ -340,10 +340,22 @@ def main(argv):
 
 
 def run():
-    """Entry point of the `keras-nna` script: `absl.app.run(main)`."""
+    """Entry point of the `keras-nna` script: `absl.app.run(main)`.
+
+    `keras-nna demo ...` hands its arguments to the tutorial unparsed.
+
+    Raises:
+        SystemExit: Always, with `main`'s exit status.
+    """
     global _under_app
+    if len(sys.argv) > 1 and sys.argv[1] == "demo":
+        sys.exit(main(sys.argv))
+    FLAGS.unparse_flags()
     _under_app = True
-    app.run(main)
+    try:
+        app.run(main)
+    finally:
+        _under_app = False
 
 
 if __name__ == "__main__":

@@ -59,12 +59,12 @@ def accuracy(model, x, y):
     return float(np.mean(logits.argmax(-1) == y))
 
 
-def qat(model, x, y, policy=None, epochs=2, lr=5e-4, batch=64):
+def qat(model, x, y, policy=None, epochs=2, lr=5e-4, batch=64, callbacks=()):
     """Quantizes `model` with `policy` and fine-tunes it; returns the quantized model."""
     from keras_nna.quantization import quantize_model
 
     qmodel = quantize_model(model, policy)
-    return fit(qmodel, x, y, epochs, lr=lr, batch=batch)
+    return fit(qmodel, x, y, epochs, lr=lr, batch=batch, callbacks=callbacks)
 
 
 def run_program(program, images):

@@ -23,24 +23,19 @@ them: `get_profile("nna-1core").replace(clock_hz=500e6)` or
 
 **Rules, per inference** (statistics are averaged over the batch axis):
 
-- *Residency*: weights stay on-chip when all of the program's constants plus
-  the largest activation pair of one layer (dense input + dense output
-  bytes) fit `sram_bytes`; otherwise every layer's constants are re-read
-  from external memory (DRAM) on every inference.
-- *DRAM traffic*: constants when not resident; the input image (layer 0
-  reads it) and the program output (last layer writes it); and the input and
-  output of any layer whose activation pair alone exceeds `sram_bytes`.
-  Activation bytes are `min(dense, sparse)` as in the statistics, a raw
-  (non-ReLU) output counting 32 bits per value.
-- *On-chip traffic*: every layer reads its constants and its input and
-  writes its output once.
+- *Residency*: weights stay on-chip when all constants plus the largest
+  activation pair of one layer (dense input + output bytes) fit
+  `sram_bytes`; otherwise all constants are re-read from DRAM every inference.
+- *DRAM bytes*: constants when not resident; the input image and the program
+  output; input and output of any layer whose pair alone exceeds
+  `sram_bytes`. Activations move as `min(dense, sparse)` bytes (raw outputs:
+  32 bits a value). *On-chip bytes*: each layer's constants, input, output.
 - *Time*: `compute = (synops / synops_per_cycle_per_core + events_in ·
   event_overhead_cycles) / cores / clock_hz`, `memory = dram_bytes /
-  dram_bandwidth_bytes_per_s`; a layer takes `max(compute, memory)` (they
-  overlap) and the program the sum over layers.
-- *Energy*: `synops · energy_per_synop_j + on_chip_bytes ·
-  energy_per_sram_byte_j + dram_bytes · energy_per_dram_byte_j +
-  static_power_w · time`.
+  dram_bandwidth_bytes_per_s`; a layer takes the max (they overlap), the
+  program the sum.
+- *Energy*: `synops · energy_per_synop_j + on_chip_bytes · energy_per_sram_byte_j
+  + dram_bytes · energy_per_dram_byte_j + static_power_w · time`.
 
 The absolute numbers are estimates for comparing models, pruning and
 quantization choices on one profile, not measurements.
@@ -59,7 +54,6 @@ __all__ = [
     "cost_report",
     "estimate_cost",
     "get_profile",
-    "register_profile",
 ]
 
 MB = 1 << 20
@@ -125,25 +119,21 @@ class HardwareProfile:
     description: str = ""
 
     def __post_init__(self):
-        positive = ("cores", "clock_hz", "synops_per_cycle_per_core", "sram_bytes",
-                    "dram_bandwidth_bytes_per_s")
         for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if field.name in ("name", "description"):
-                if not isinstance(value, str):
-                    raise ValueError(f"HardwareProfile.{field.name} must be a string. "
-                                     f"Received: {field.name}={value!r}.")
-                continue
-            strict = field.name in positive
-            number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if field.name == "cores":
-                number = isinstance(value, int) and not isinstance(value, bool)
-            if not number or not math.isfinite(value) or value < 0 or (strict and value == 0):
-                need = "an integer >= 1" if field.name == "cores" else (
-                    "a finite number > 0" if strict else "a finite number >= 0")
-                raise ValueError(f"HardwareProfile.{field.name} must be {need}. Received: "
-                                 f"{field.name}={value!r}. Pass e.g. "
-                                 f"{field.name}={field.default!r}.")
+            name, value = field.name, getattr(self, field.name)
+            if name in ("name", "description"):
+                ok, need = isinstance(value, str), "a string"
+            elif name == "cores":
+                ok, need = type(value) is int and value >= 1, "an integer >= 1"
+            else:
+                strict = name in ("clock_hz", "synops_per_cycle_per_core", "sram_bytes",
+                                  "dram_bandwidth_bytes_per_s")
+                ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+                      and math.isfinite(value) and (value > 0 if strict else value >= 0))
+                need = "a finite number " + ("> 0" if strict else ">= 0")
+            if not ok:
+                raise ValueError(f"HardwareProfile.{name} must be {need}. Received: "
+                                 f"{name}={value!r}. Pass e.g. {name}={field.default!r}.")
 
     def replace(self, **changes):
         """Returns a copy with some constants changed.
@@ -166,24 +156,15 @@ class HardwareProfile:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self):
-        """Returns the constants as a JSON-compatible `dict`.
-
-        Returns:
-            `{field: value}` for every field.
-
-        Example:
-
-        >>> HardwareProfile.from_dict(get_profile("nna-1core").to_dict()).name
-        'nna-1core'
-        """
+        """Returns `{field: value}`, JSON-compatible (inverse of `from_dict`)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, config):
-        """Builds a profile from `to_dict` output (missing fields take defaults).
+        """Builds a profile from a `dict`; missing fields take the defaults.
 
         Args:
-            config: `dict` of field names to values.
+            config: `dict` of field names to values (e.g. `to_dict()` output).
 
         Returns:
             A `HardwareProfile`.
@@ -193,8 +174,8 @@ class HardwareProfile:
 
         Example:
 
-        >>> HardwareProfile.from_dict({"name": "x", "cores": 4}).cores
-        4
+        >>> HardwareProfile.from_dict(get_profile("nna-8core").to_dict()).cores
+        8
         """
         _check_keys(config)
         return cls(**config)
@@ -208,48 +189,15 @@ def _check_keys(config):
                          f"{', '.join(fields)}.")
 
 
-PROFILES = {}
-"""Registered profiles by name (see `register_profile`, `get_profile`)."""
-
-
-def register_profile(profile, overwrite=False):
-    """Adds a profile to the registry under `profile.name`.
-
-    Args:
-        profile: A `HardwareProfile`.
-        overwrite: Replace an existing profile of that name. Defaults to
-            `False`.
-
-    Returns:
-        The profile.
-
-    Raises:
-        ValueError: If the name is taken and `overwrite` is false.
-
-    Example:
-
-    >>> _ = register_profile(HardwareProfile(name="doc-slow", clock_hz=1e8), overwrite=True)
-    >>> get_profile("doc-slow").clock_hz
-    100000000.0
-    """
-    if not isinstance(profile, HardwareProfile):
-        raise TypeError(f"Expected a HardwareProfile, received {type(profile).__name__}.")
-    if profile.name in PROFILES and not overwrite:
-        raise ValueError(f"A profile named {profile.name!r} is already registered. Pass "
-                         "overwrite=True or choose another name.")
-    PROFILES[profile.name] = profile
-    return profile
-
-
-register_profile(HardwareProfile(
-    name="nna-1core",
-    description="Single core, 1 MB on-chip memory, 12 GB/s external bandwidth (Series4 study).",
-))
-register_profile(HardwareProfile(
-    name="nna-8core", cores=8, sram_bytes=88 * MB, dram_bandwidth_bytes_per_s=115.0e9,
-    static_power_w=0.8,
-    description="Eight cores, 88 MB on-chip memory, 115 GB/s external bandwidth (Series4 study).",
-))
+PROFILES = {p.name: p for p in (
+    HardwareProfile(name="nna-1core", description="Single core, 1 MB on-chip memory, 12 GB/s "
+                    "external bandwidth (Series4 study)."),
+    HardwareProfile(name="nna-8core", cores=8, sram_bytes=88 * MB,
+                    dram_bandwidth_bytes_per_s=115.0e9, static_power_w=0.8,
+                    description="Eight cores, 88 MB on-chip memory, 115 GB/s external "
+                    "bandwidth (Series4 study)."),
+)}
+"""Registered profiles by name; add one with `PROFILES[profile.name] = profile`."""
 
 
 def get_profile(profile):
@@ -290,10 +238,13 @@ def get_profile(profile):
                     f"Received: {type(profile).__name__}.")
 
 
+def _dense_bytes(shape, bits):
+    return -(-int(np.prod(shape)) * bits // 8)
+
+
 def _act_bytes(shape, bits, events):
     """Bytes to move an activation: min(dense, sparse) as in the statistics."""
-    dense = -(-int(np.prod(shape)) * bits // 8)
-    return min(float(dense), math.ceil(events * (bits + 16) / 8)), dense
+    return min(float(_dense_bytes(shape, bits)), math.ceil(events * (bits + 16) / 8))
 
 
 def estimate_cost(program, stats, profile="nna-1core"):
@@ -326,28 +277,22 @@ def estimate_cost(program, stats, profile="nna-1core"):
     (2.0, 11.0, True)
     """
     program = _as_program(program)
-    profile = get_profile(profile)
+    p = get_profile(profile)
     stats = np.asarray(stats)
-    if stats.ndim == 2:
-        stats = stats[None]
+    stats = stats[None] if stats.ndim == 2 else stats
     n_layers = len(program.layers)
     if stats.ndim != 3 or stats.shape[1:] != (n_layers, 6) or stats.shape[0] < 1:
         raise ValueError(f"Expected statistics of shape (N, {n_layers}, 6) for this "
                          f"{n_layers}-layer program, received {stats.shape}. Pass the "
                          "stats returned by run_with_stats / run_reference for this program.")
     mean = stats.astype(np.float64).mean(axis=0)
-    pairs = []
-    for rec in program.layers:
-        _, din = _act_bytes(rec.in_shape, rec.in_bits, 0)
-        _, dout = _act_bytes(rec.out_shape, rec.out_bits or 32, 0)
-        pairs.append(din + dout)
-    const_total = float(mean[:, 3].sum())
-    resident = const_total + max(pairs) <= profile.sram_bytes
-    p = profile
+    pairs = [_dense_bytes(rec.in_shape, rec.in_bits) + _dense_bytes(rec.out_shape, rec.out_bits or 32)
+             for rec in program.layers]
+    resident = float(mean[:, 3].sum()) + max(pairs) <= p.sram_bytes
     layers = []
     for i, rec in enumerate(program.layers):
         events_in, synops, macs, wbytes, act_in, events_out = (float(v) for v in mean[i])
-        act_out, _ = _act_bytes(rec.out_shape, rec.out_bits or 32, events_out)
+        act_out = _act_bytes(rec.out_shape, rec.out_bits or 32, events_out)
         spill = pairs[i] > p.sram_bytes
         dram = (0.0 if resident else wbytes)
         dram += act_in if (i == 0 or spill) else 0.0
@@ -357,19 +302,16 @@ def estimate_cost(program, stats, profile="nna-1core"):
         compute_s = cycles / p.clock_hz
         memory_s = dram / p.dram_bandwidth_bytes_per_s
         time_s = max(compute_s, memory_s)
-        w_bits = f"{rec.w_bits}/{rec.w2_bits}" if rec.kind == "separable" else (rec.w_bits or "")
-        layers.append({
-            "name": rec.name or f"{rec.kind}_{i}", "kind": rec.kind,
-            "output_shape": list(rec.out_shape), "w_bits": w_bits, "params": int(rec.n_weights),
-            "events_in": events_in, "synops": synops, "dense_macs": macs,
-            "sparsity_ratio": synops / macs if macs else None,
-            "weight_bytes": wbytes, "act_bytes_in": act_in, "act_bytes_out": act_out,
-            "events_out": events_out, "onchip_bytes": onchip, "dram_bytes": dram,
-            "act_spill": spill, "compute_s": compute_s, "memory_s": memory_s, "time_s": time_s,
-            "bound": "memory" if memory_s > compute_s else "compute",
-            "energy_j": (synops * p.energy_per_synop_j + onchip * p.energy_per_sram_byte_j
-                         + dram * p.energy_per_dram_byte_j + p.static_power_w * time_s),
-        })
+        layers.append(dict(
+            name=rec.name or f"{rec.kind}_{i}", kind=rec.kind, output_shape=list(rec.out_shape),
+            w_bits=f"{rec.w_bits}/{rec.w2_bits}" if rec.kind == "separable" else (rec.w_bits or ""),
+            params=int(rec.n_weights), events_in=events_in, synops=synops, dense_macs=macs,
+            sparsity_ratio=synops / macs if macs else None, weight_bytes=wbytes,
+            act_bytes_in=act_in, act_bytes_out=act_out, events_out=events_out,
+            onchip_bytes=onchip, dram_bytes=dram, act_spill=spill, compute_s=compute_s,
+            memory_s=memory_s, time_s=time_s, bound="memory" if memory_s > compute_s else "compute",
+            energy_j=(synops * p.energy_per_synop_j + onchip * p.energy_per_sram_byte_j
+                      + dram * p.energy_per_dram_byte_j + p.static_power_w * time_s)))
     total = {key: float(sum(row[key] for row in layers)) for key in (
         "events_in", "synops", "dense_macs", "weight_bytes", "act_bytes_in", "onchip_bytes",
         "dram_bytes", "compute_s", "memory_s", "time_s", "energy_j")}
@@ -393,9 +335,7 @@ def _as_program(program):
 
 
 def _num(value, digits=0):
-    if value is None:
-        return "-"
-    return f"{value:,.{digits}f}"
+    return "-" if value is None else f"{value:,.{digits}f}"
 
 
 @dataclasses.dataclass
@@ -472,20 +412,10 @@ class CostReport:
                 f"{self.profile.dram_bandwidth_bytes_per_s / 1e9:g} GB/s; averaged over "
                 f"{self.batch_size} image(s).",
                 f"Weights {'on-chip' if t['weights_resident'] else 're-read from DRAM'}; "
-                f"{_num(ips, 1) if ips else '-'} inferences/s; Bytes = on-chip traffic."]
+                f"{_num(ips) if ips else '-'} inferences/s; Bytes = on-chip traffic."]
 
     def table(self):
-        """Returns a fixed-width text table: one row per layer and totals.
-
-        Example:
-
-        >>> report = CostReport(get_profile("nna-1core"), [], {
-        ...     "params": 0, "events_in": 0.0, "synops": 0.0, "dense_macs": 0.0,
-        ...     "sparsity_ratio": None, "onchip_bytes": 0.0, "dram_bytes": 0.0, "time_s": 0.0,
-        ...     "energy_j": 0.0, "weights_resident": True, "inferences_per_s": None})
-        >>> "Total" in report.table()
-        True
-        """
+        """Returns a fixed-width text table: one row per layer, totals, notes."""
         rows = self._rows()
         widths = [max(len(h), *(len(r[j]) for r in rows)) for j, h in enumerate(self._HEADERS)]
 
@@ -531,6 +461,7 @@ def cost_report(program, images, profile="nna-1core", executor=None):
     Raises:
         ValueError: For an unknown executor or profile, or images that do not
             match the program.
+        RuntimeError: With `executor="emulator"` when the op cannot be loaded.
 
     Example:
 

@@ -13,7 +13,6 @@ from keras_nna.runtime.cost import (
     cost_report,
     estimate_cost,
     get_profile,
-    register_profile,
 )
 
 # Round constants so every expected number below is computed by hand.
@@ -114,8 +113,6 @@ def test_profile_registry():
         HardwareProfile(cores=1.5)
     with pytest.raises(TypeError, match="registered name"):
         get_profile(3)
-    with pytest.raises(ValueError, match="already registered"):
-        register_profile(HardwareProfile(name="nna-1core"))
     with pytest.raises(AttributeError):
         one.cores = 4  # frozen
 

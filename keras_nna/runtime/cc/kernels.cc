@@ -17,27 +17,6 @@ namespace {
 constexpr double kAutoDensity = 0.9;
 constexpr double kAutoDensityVnni = 0.3;
 
-// Output positions one input coordinate reaches: pairs (k, o) with
-// o*stride - pad + k == i, 0 <= k < ksize, 0 <= o < out.
-struct Taps {
-  std::vector<int> start;             // per input coordinate, index into k/o
-  std::vector<int16_t> k, o;
-  Taps(int in, int ksize, int stride, int pad, int out) : start(in + 1, 0) {
-    for (int i = 0; i < in; ++i) {
-      start[i] = int(k.size());
-      for (int kk = 0; kk < ksize; ++kk) {
-        const int t = i + pad - kk;
-        if (t < 0) break;
-        if (t % stride) continue;
-        if (t / stride >= out) continue;
-        k.push_back(int16_t(kk));
-        o.push_back(int16_t(t / stride));
-      }
-    }
-    start[in] = int(k.size());
-  }
-};
-
 int64_t CountNonZero(const uint8_t* p, int64_t n) {
   int64_t c = 0;
   for (int64_t i = 0; i < n; ++i) c += p[i] != 0;
@@ -225,12 +204,14 @@ int64_t Requantize(const Layer& L, const AccT* acc, uint8_t* codes, float* raw) 
   const int64_t positions = int64_t(L.out_h) * L.out_w;
   const int64_t qmax = (int64_t(1) << L.out_bits) - 1;
   int64_t events = 0;
+  std::vector<double> scale(L.raw ? O : 0);
+  for (size_t o = 0; o < scale.size(); ++o) scale[o] = std::ldexp(1.0, -L.rq_sh[o]);
   for (int64_t p = 0; p < positions; ++p) {
     for (int o = 0; o < O; ++o) {
       const int64_t z = int64_t(acc[p * O + o]) * L.rq_m[o] + L.rq_n[o];
       const int sh = L.rq_sh[o];
       if (L.raw) {
-        raw[p * O + o] = float(std::ldexp(double(z), -sh));
+        raw[p * O + o] = float(double(z) * scale[o]);  // exact: scale is a power of two
         events += z != 0;
       } else {
         const int64_t q = std::min(std::max((z + (int64_t(1) << (sh - 1))) >> sh, int64_t(0)), qmax);
@@ -256,7 +237,8 @@ int64_t RunWeighted(const Layer& L, const uint8_t* in, double density, Mode mode
   switch (L.kind) {
     case kConv:
       if (event) {
-        ConvEvent(L, in, acc, synops);
+        if (vnni) ConvEventVnni(L, in, reinterpret_cast<int32_t*>(acc), synops);
+        else ConvEvent(L, in, acc, synops);
       } else {
         if (vnni) ConvDenseVnni(L, in, reinterpret_cast<int32_t*>(acc), &s->col);
         else ConvDense(L, in, acc);
@@ -290,7 +272,8 @@ int64_t RunWeighted(const Layer& L, const uint8_t* in, double density, Mode mode
     }
     case kDense:
       if (event) {
-        PointwiseEvent(in, 1, L.in_c, L.out_c, L.w.data(), L.row_nnz, acc, synops);
+        if (vnni) ConvEventVnni(L, in, reinterpret_cast<int32_t*>(acc), synops);
+        else PointwiseEvent(in, 1, L.in_c, L.out_c, L.w.data(), L.row_nnz, acc, synops);
       } else {
         if (vnni) ConvDenseVnni(L, in, reinterpret_cast<int32_t*>(acc), &s->col);
         else PointwiseDense(in, 1, L.in_c, L.out_c, L.w.data(), acc);
@@ -395,7 +378,8 @@ void RunImage(const Program& P, const uint8_t* image, Mode mode, float* out,
   }
   const Layer& last = P.layers.back();
   if (!last.raw) {
-    for (int64_t k = 0; k < last.out_elems; ++k) out[k] = std::ldexp(float(cur[k]), -last.out_exp);
+    const double step = std::ldexp(1.0, -last.out_exp);  // q * step is exact in double
+    for (int64_t k = 0; k < last.out_elems; ++k) out[k] = float(double(cur[k]) * step);
   }
 }
 

@@ -17,6 +17,27 @@ namespace keras_nna {
 //   kAuto:  per layer and image, by the input density (see kAutoDensity).
 enum class Mode { kAuto, kEvent, kDense };
 
+// Output positions one input coordinate reaches: pairs (k, o) with
+// o*stride - pad + k == i, 0 <= k < ksize, 0 <= o < out.
+struct Taps {  // (used by the event kernels)
+  std::vector<int> start;             // per input coordinate, index into k/o
+  std::vector<int16_t> k, o;
+  Taps(int in, int ksize, int stride, int pad, int out) : start(in + 1, 0) {
+    for (int i = 0; i < in; ++i) {
+      start[i] = int(k.size());
+      for (int kk = 0; kk < ksize; ++kk) {
+        const int t = i + pad - kk;
+        if (t < 0) break;
+        if (t % stride) continue;
+        if (t / stride >= out) continue;
+        k.push_back(int16_t(kk));
+        o.push_back(int16_t(t / stride));
+      }
+    }
+    start[in] = int(k.size());
+  }
+};
+
 // Per-thread work buffers, sized on first use and reused across images.
 struct Scratch {
   std::vector<uint8_t> act[2];

@@ -1,11 +1,14 @@
-// AVX-512 VNNI dense kernel for CONV and DENSE with int32 accumulation.
+// AVX-512 VNNI kernels for CONV and DENSE with int32 accumulation.
 //
 // The weights of a layer are re-laid out once, at parse time, as
-// [out block of 16][K/4][16 outputs][4 taps] int8 (K = kh*kw*in_c, zero
-// padded), so one vpdpbusd multiplies 4 consecutive input codes (u8) by the
-// matching weights of 16 output channels. Each output position gathers its
-// receptive field into a contiguous patch (zeros for padding); 4 positions
-// share every weight load.
+// [out block of 16][tap][channel group of 4][16 outputs][4 channels] int8
+// (channels zero-padded to a multiple of 4 per tap). One vpdpbusd then
+// multiplies 4 input codes (u8) of one pixel by the weights of 16 output
+// channels.
+//   Dense: each output position gathers its receptive field into a padded
+//     patch; 4 positions share every weight load.
+//   Event: each input pixel scatters, per tap that lands in the output, only
+//     its channel groups holding a non-zero code (work ~ events).
 #include "simd.h"
 
 #include <immintrin.h>
@@ -13,6 +16,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+
+#include "kernels.h"
 
 namespace keras_nna {
 
@@ -29,41 +34,38 @@ bool HaveVnni() {
 
 void PrepareVnni(Layer* L) {
   if (!(L->kind == kConv || L->kind == kDense) || L->acc_wide || !HaveVnni()) return;
-  const int64_t K = int64_t(L->kh) * L->kw * L->in_c, K4 = (K + 3) / 4;
+  const int C = L->in_c, G = (C + 3) / 4, taps = L->kh * L->kw;
   const int O = L->out_c, OB = (O + 15) / 16;
-  L->vnni_k4 = K4;
-  L->w_vnni.assign(size_t(OB) * K4 * 64, 0);
+  L->vnni_k4 = int64_t(taps) * G;
+  L->w_vnni.assign(size_t(OB) * L->vnni_k4 * 64, 0);
   for (int ob = 0; ob < OB; ++ob)
-    for (int64_t g = 0; g < K4; ++g)
-      for (int o = 0; o < 16; ++o)
-        for (int j = 0; j < 4; ++j) {
-          const int64_t k = 4 * g + j;
-          const int oc = ob * 16 + o;
-          if (k < K && oc < O) {
-            L->w_vnni[((size_t(ob) * K4 + g) * 16 + o) * 4 + j] = int8_t(L->w[k * O + oc]);
-          }
+    for (int t = 0; t < taps; ++t)
+      for (int c = 0; c < C; ++c)
+        for (int o = 0; o < 16 && ob * 16 + o < O; ++o) {
+          const size_t dst = ((size_t(ob) * taps + t) * G + c / 4) * 64 + o * 4 + c % 4;
+          L->w_vnni[dst] = int8_t(L->w[(int64_t(t) * C + c) * O + ob * 16 + o]);
         }
 }
 
 namespace {
 
-// Gathers the receptive field of output position p into patch (K4*4 bytes).
-void Gather(const Layer& L, const uint8_t* in, int64_t p, uint8_t* patch, int64_t K4) {
+// Receptive field of output position p, each tap's channels padded to 4*G.
+void Gather(const Layer& L, const uint8_t* in, int64_t p, uint8_t* patch, int G) {
   const int C = L.in_c;
   const int oy = int(p / L.out_w), ox = int(p % L.out_w);
   uint8_t* dst = patch;
   for (int ky = 0; ky < L.kh; ++ky) {
     const int iy = oy * L.stride_h - L.pad_top + ky;
-    for (int kx = 0; kx < L.kw; ++kx, dst += C) {
+    for (int kx = 0; kx < L.kw; ++kx, dst += 4 * G) {
       const int ix = ox * L.stride_w - L.pad_left + kx;
       if (iy < 0 || iy >= L.in_h || ix < 0 || ix >= L.in_w) {
-        std::memset(dst, 0, C);
+        std::memset(dst, 0, 4 * G);
       } else {
         std::memcpy(dst, in + (int64_t(iy) * L.in_w + ix) * C, C);
+        std::memset(dst + C, 0, 4 * G - C);
       }
     }
   }
-  std::memset(dst, 0, size_t(patch + K4 * 4 - dst));
 }
 
 inline int32_t Load4(const uint8_t* p) {
@@ -72,11 +74,17 @@ inline int32_t Load4(const uint8_t* p) {
   return v;
 }
 
+inline __mmask16 TailMask(int O, int ob) {
+  const int rem = O - ob * 16;
+  return rem >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << rem) - 1);
+}
+
 }  // namespace
 
 __attribute__((target("avx512f,avx512bw,avx512vnni")))
 void ConvDenseVnni(const Layer& L, const uint8_t* in, int32_t* acc, std::vector<uint8_t>* col) {
   constexpr int P = 4;
+  const int G = (L.in_c + 3) / 4;
   const int64_t K4 = L.vnni_k4;
   const int O = L.out_c, OB = (O + 15) / 16;
   const int64_t positions = int64_t(L.out_h) * L.out_w;
@@ -87,16 +95,16 @@ void ConvDenseVnni(const Layer& L, const uint8_t* in, int32_t* acc, std::vector<
   for (int64_t p0 = 0; p0 < positions; p0 += P) {
     const int n = int(std::min<int64_t>(P, positions - p0));
     for (int t = 0; t < P; ++t) {
-      if (t < n) Gather(L, in, p0 + t, patch + t * stride, K4);
+      if (t < n) Gather(L, in, p0 + t, patch + t * stride, G);
       else std::memset(patch + t * stride, 0, stride);
     }
+    const uint8_t* c0 = patch;
+    const uint8_t* c1 = patch + stride;
+    const uint8_t* c2 = patch + 2 * stride;
+    const uint8_t* c3 = patch + 3 * stride;
     for (int ob = 0; ob < OB; ++ob) {
       __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
       const int8_t* wb = W + size_t(ob) * K4 * 64;
-      const uint8_t* c0 = patch;
-      const uint8_t* c1 = patch + stride;
-      const uint8_t* c2 = patch + 2 * stride;
-      const uint8_t* c3 = patch + 3 * stride;
       for (int64_t g = 0; g < K4; ++g) {
         const __m512i w = _mm512_loadu_si512(wb + g * 64);
         a0 = _mm512_dpbusd_epi32(a0, _mm512_set1_epi32(Load4(c0 + 4 * g)), w);
@@ -104,14 +112,60 @@ void ConvDenseVnni(const Layer& L, const uint8_t* in, int32_t* acc, std::vector<
         a2 = _mm512_dpbusd_epi32(a2, _mm512_set1_epi32(Load4(c2 + 4 * g)), w);
         a3 = _mm512_dpbusd_epi32(a3, _mm512_set1_epi32(Load4(c3 + 4 * g)), w);
       }
-      const int rem = O - ob * 16;
-      const __mmask16 mask = rem >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << rem) - 1);
+      const __mmask16 mask = TailMask(O, ob);
       const __m512i a[P] = {a0, a1, a2, a3};
       for (int t = 0; t < n; ++t) {
         _mm512_mask_storeu_epi32(acc + (p0 + t) * O + ob * 16, mask, a[t]);
       }
     }
   }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+void ConvEventVnni(const Layer& L, const uint8_t* in, int32_t* acc, int64_t* synops) {
+  const int C = L.in_c, G = (C + 3) / 4, taps = L.kh * L.kw;
+  const int O = L.out_c, OB = (O + 15) / 16;
+  std::fill(acc, acc + L.out_elems, 0);
+  Taps ty(L.in_h, L.kh, L.stride_h, L.pad_top, L.out_h);
+  Taps tx(L.in_w, L.kw, L.stride_w, L.pad_left, L.out_w);
+  std::vector<uint8_t> pix(size_t(G) * 4, 0);
+  std::vector<int> nzc(C), groups(G);
+  const int8_t* W = L.w_vnni.data();
+  int64_t syn = 0;
+  for (int y = 0; y < L.in_h; ++y) {
+    for (int x = 0; x < L.in_w; ++x) {
+      const uint8_t* px = in + (int64_t(y) * L.in_w + x) * C;
+      int n = 0, ng = 0;
+      for (int c = 0; c < C; ++c) if (px[c]) nzc[n++] = c;
+      if (!n) continue;
+      std::memcpy(pix.data(), px, C);
+      for (int j = 0; j < n; ++j) {
+        const int g = nzc[j] / 4;
+        if (ng == 0 || groups[ng - 1] != g) groups[ng++] = g;
+      }
+      for (int a = ty.start[y]; a < ty.start[y + 1]; ++a) {
+        for (int b = tx.start[x]; b < tx.start[x + 1]; ++b) {
+          const int tap = ty.k[a] * L.kw + tx.k[b];
+          const int32_t* nnz = &L.row_nnz[int64_t(tap) * C];
+          for (int j = 0; j < n; ++j) syn += nnz[nzc[j]];
+          int32_t* dst = acc + (int64_t(ty.o[a]) * L.out_w + tx.o[b]) * O;
+          for (int ob = 0; ob < OB; ++ob) {
+            const int8_t* wb = W + (size_t(ob) * taps + tap) * G * 64;
+            __m512i s = _mm512_setzero_si512();
+            for (int j = 0; j < ng; ++j) {
+              const int g = groups[j];
+              s = _mm512_dpbusd_epi32(s, _mm512_set1_epi32(Load4(pix.data() + 4 * g)),
+                                      _mm512_loadu_si512(wb + size_t(g) * 64));
+            }
+            const __mmask16 mask = TailMask(O, ob);
+            int32_t* d = dst + ob * 16;
+            _mm512_mask_storeu_epi32(d, mask, _mm512_add_epi32(_mm512_maskz_loadu_epi32(mask, d), s));
+          }
+        }
+      }
+    }
+  }
+  *synops = syn;
 }
 
 }  // namespace keras_nna

@@ -22,6 +22,10 @@ void PrepareVnni(Layer* L);
 void ConvDenseVnni(const Layer& L, const uint8_t* in, int32_t* acc,
                    std::vector<uint8_t>* col);
 
+// Event scatter of a CONV or DENSE layer prepared by PrepareVnni: work is
+// proportional to the channel groups of 4 holding a non-zero input code.
+void ConvEventVnni(const Layer& L, const uint8_t* in, int32_t* acc, int64_t* synops);
+
 }  // namespace keras_nna
 
 #endif  // KERAS_NNA_RUNTIME_CC_SIMD_H_

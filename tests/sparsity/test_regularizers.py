@@ -1,0 +1,119 @@
+import functools
+
+import keras
+import numpy as np
+import pytest
+
+from keras_nna.sparsity import (ActivityRegularizer, add_activity_regularization,
+                                add_gamma_regularization, add_weight_regularization,
+                                measure_activation_sparsity, relu_layers)
+from tests.sparsity.helpers import compile_cnn, digits, small_cnn
+
+STEP = 0.25  # keras_nna's 4-bit QAT grid: fixed step, range 0-3.75
+
+
+def _train(reg_kwargs, epochs=6):
+    """Same seed, data order and schedule with and without regularization."""
+    x, y, x_te, y_te = digits()
+    model = small_cnn(seed=0)
+    if reg_kwargs:
+        add_activity_regularization(model, **reg_kwargs)
+    compile_cnn(model)
+    keras.utils.set_random_seed(0)
+    model.fit(x, y, epochs=epochs, batch_size=64, verbose=0)
+    sparsity = measure_activation_sparsity(model, x_te, quantization_step=STEP, bits=4)
+    accuracy = model.evaluate(x_te, y_te, verbose=0)[1]
+    return sparsity["total"], accuracy
+
+
+@functools.lru_cache(maxsize=None)
+def _baseline():
+    return _train(None)
+
+
+@pytest.mark.parametrize("reg", [dict(l1=0.2), dict(hoyer=0.3), dict(l1=0.1, l2=0.1, weighting="cost")],
+                         ids=["l1", "hoyer", "l1+l2-cost"])
+def test_regularizer_increases_quantized_activation_sparsity(reg):
+    base, base_acc = _baseline()
+    regd, acc = _train(reg)
+    assert regd["zeros"] > base["zeros"] + 0.05, (base, regd)
+    assert regd["events"] < 0.85 * base["events"]
+    assert acc > base_acc - 0.1  # sparser, not broken
+
+
+def test_activity_regularizer_math_and_batch_normalisation():
+    x = np.array([[1.0, -3.0, 0.0, 0.0]], "float32")
+    assert float(ActivityRegularizer(l1=1.0)(x)) == pytest.approx(1.0)  # mean |x|
+    assert float(ActivityRegularizer(l2=1.0)(x)) == pytest.approx(2.5)  # mean x^2
+    assert float(ActivityRegularizer(hoyer=1.0)(x)) == pytest.approx(16 / 10 / 4)
+    # Hoyer is scale invariant, L1 is not.
+    assert float(ActivityRegularizer(hoyer=1.0)(7 * x)) == pytest.approx(float(ActivityRegularizer(hoyer=1.0)(x)))
+    # Keras divides activity losses by the batch size: the layer loss is a per-element mean.
+    layer = keras.layers.ReLU(activity_regularizer=ActivityRegularizer(l1=1.0))
+    layer(np.ones((8, 3, 3, 2), "float32") * 2.0)
+    assert float(layer.losses[0]) == pytest.approx(2.0)
+
+
+def test_regularizer_config_and_model_round_trip(tmp_path):
+    reg = ActivityRegularizer(l1=0.1, l2=0.2, hoyer=0.3)
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(reg))
+    assert clone.get_config() == {"l1": 0.1, "l2": 0.2, "hoyer": 0.3}
+    model = small_cnn()
+    add_activity_regularization(model, l1=0.01, hoyer=0.1)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.get_layer("relu1").activity_regularizer.get_config()["hoyer"] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("kind", ["sequential", "functional", "inline-activation", "akidanet"])
+def test_add_activity_regularization_covers_every_relu(kind):
+    if kind == "akidanet":
+        from keras_nna.models import AkidaNet
+        model = AkidaNet(input_shape=(32, 32, 3), alpha=0.25, classes=2)
+        expected = 14
+    elif kind == "inline-activation":
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="relu", name="a"),
+                                  keras.layers.Activation("relu", name="b"), keras.layers.Dense(2)])
+        expected = 2
+    else:
+        model = small_cnn(functional=kind == "functional")
+        expected = 3
+    attached = add_activity_regularization(model, l1=0.01, l2=0.02)
+    assert len(attached) == expected == len(relu_layers(model))
+    for name in attached:
+        assert model.get_layer(name).activity_regularizer.l1 == pytest.approx(0.01)
+
+
+def test_cost_weighting_follows_fan_out():
+    model = small_cnn()
+    attached = add_activity_regularization(model, l1=1.0, weighting="cost")
+    # Consumers: relu0 -> conv1 (9*16), relu1 -> conv2 stride 2 (9*16/4), relu2 -> GAP (1).
+    fan = np.array([144.0, 36.0, 1.0])
+    np.testing.assert_allclose([attached[f"relu{i}"].l1 for i in range(3)], fan / fan.mean(), rtol=1e-6)
+
+
+def test_gamma_and_weight_regularization():
+    model = small_cnn()
+    strengths = add_gamma_regularization(model, l1=1e-3, weighting="flops")
+    macs = np.array([8 * 8 * 9 * 1 * 8, 8 * 8 * 9 * 8 * 16, 4 * 4 * 9 * 16 * 16], float)
+    np.testing.assert_allclose([strengths[f"bn{i}"] for i in range(3)], 1e-3 * macs / macs.mean())
+    assert model.get_layer("bn1").gamma.regularizer is not None
+    assert add_weight_regularization(model, l1=1e-4) == ["conv0", "conv1", "conv2", "logits"]
+    model(np.zeros((1, 8, 8, 1), "float32"))
+    assert len(model.losses) == 7  # 3 gammas + 4 kernels
+    params = add_gamma_regularization(model, l1=1.0, weighting="params")
+    assert params["bn2"] > params["bn1"] > params["bn0"]
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda m: add_activity_regularization(m, l1=-1.0), "l1"),
+    (lambda m: add_activity_regularization(m, l1=0.1, weighting="flops"), "weighting"),
+    (lambda m: add_gamma_regularization(m, weighting="time"), "weighting"),
+    (lambda m: ActivityRegularizer(hoyer=-0.5), "hoyer"),
+    (lambda m: add_activity_regularization(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]),
+                                           l1=0.1), "no ReLU"),
+], ids=["negative", "activity-weighting", "gamma-weighting", "hoyer", "no-relu"])
+def test_invalid_arguments(call, match):
+    with pytest.raises(ValueError, match=match):
+        call(small_cnn())

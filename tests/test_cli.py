@@ -1,0 +1,210 @@
+"""Tests of the keras-nna command line (keras_nna.cli)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_nna import cli
+from keras_nna.export import LayerRecord, Program, read_program, run_reference
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _program():
+    rng = np.random.default_rng(0)
+    conv = LayerRecord(kind="conv", in_shape=(6, 6, 1), out_shape=(4, 4, 2), in_bits=8,
+                       out_bits=4, out_exp=0, kernel_size=(3, 3), w_bits=4,
+                       weights=rng.integers(-7, 8, (3, 3, 1, 2)) * (rng.random((3, 3, 1, 2)) < 0.5),
+                       m=np.ones(2, np.int64), n=np.zeros(2, np.int64), sh=np.full(2, 6),
+                       name="conv")
+    flat = LayerRecord(kind="flatten", in_shape=(4, 4, 2), out_shape=(1, 1, 32), in_bits=4,
+                       out_bits=4, name="flatten")
+    dense = LayerRecord(kind="dense", in_shape=(1, 1, 32), out_shape=(1, 1, 3), in_bits=4,
+                        out_bits=0, w_bits=2, weights=rng.integers(-1, 2, (32, 3)),
+                        m=np.ones(3, np.int64), n=np.zeros(3, np.int64), sh=np.ones(3, np.int64),
+                        name="logits")
+    return Program((6, 6, 1), 8, [conv, flat, dense])
+
+
+@pytest.fixture
+def files(tmp_path):
+    program = _program()
+    prog = tmp_path / "prog.nnab"
+    size = program.save(prog)
+    images = np.random.default_rng(1).integers(0, 256, (4, 6, 6, 1)).astype(np.uint8)
+    batch = tmp_path / "batch.npy"
+    np.save(batch, images)
+    return {"prog": str(prog), "batch": str(batch), "images": images, "size": size,
+            "program": program, "dir": tmp_path}
+
+
+def _main(*args):
+    return cli.main(["keras-nna", *map(str, args)])
+
+
+def _one_error_line(capsys, *fragments):
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("keras-nna: error:") and "\n" not in err, err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+def test_inspect(files, capsys):
+    assert _main("inspect", files["prog"]) == 0
+    out = capsys.readouterr().out
+    for text in ("conv", "flatten", "dense", "6x6x1", "4x4x2", "8->4", "4->raw", "Encoding",
+                 f"Valid program: {files['size']:,} bytes (3 layers"):
+        assert text in out, out
+    assert "sparse" in out or "dense" in out
+
+
+def test_run_writes_outputs(files, capsys):
+    out_path = files["dir"] / "out.npy"
+    assert _main("run", files["prog"], "--input", files["batch"], "--output", out_path) == 0
+    text = capsys.readouterr().out
+    expected, _ = run_reference(files["program"], files["images"])
+    np.testing.assert_array_equal(np.load(out_path), expected)
+    assert "outputs (4, 3)" in text
+    assert "argmax: " + " ".join(str(k) for k in expected.argmax(1)) in text
+
+
+def test_run_reference_executor_single_image(files, capsys):
+    single = files["dir"] / "one.npy"
+    np.save(single, files["images"][0].astype(np.int32))  # whole numbers: converted
+    assert _main("run", files["prog"], "--input", single, "--executor", "reference") == 0
+    assert "with the reference: outputs (1, 3)" in capsys.readouterr().out
+
+
+def test_flags_do_not_leak_between_calls(files, capsys):
+    out_path = files["dir"] / "out.npy"
+    assert _main("run", files["prog"], "--input", files["batch"], "--output", out_path) == 0
+    os.remove(out_path)
+    assert _main("run", files["prog"], "--input", files["batch"]) == 0
+    assert not out_path.exists()
+
+
+def test_profile_json(files, capsys):
+    report_path = files["dir"] / "cost.json"
+    assert _main("profile", files["prog"], "--input", files["batch"], "--profile", "nna-8core",
+                 "--json", report_path) == 0
+    out = capsys.readouterr().out
+    assert "Total" in out and "Profile nna-8core" in out and "Energy uJ" in out
+    report = json.loads(report_path.read_text())
+    assert report["profile"]["name"] == "nna-8core" and report["batch_size"] == 4
+    assert [row["name"] for row in report["layers"]] == ["conv_0", "flatten_1", "dense_2"]
+
+
+def test_export(tmp_path, capsys):
+    from keras_nna.quantization import quantize_model
+
+    inputs = keras.Input((6, 6, 1))
+    x = keras.layers.Conv2D(2, 3, activation="relu")(inputs)
+    x = keras.layers.Flatten()(x)
+    qmodel = quantize_model(keras.Model(inputs, keras.layers.Dense(3)(x)))
+    model_path, out_path = tmp_path / "m.keras", tmp_path / "m.nnab"
+    qmodel.save(model_path)
+    assert _main("export", "--model", model_path, "--out", out_path) == 0
+    assert f"{os.path.getsize(out_path):,} bytes, 3 layers" in capsys.readouterr().out
+    program = read_program(out_path.read_bytes())
+    assert [rec.kind for rec in program.layers] == ["conv", "flatten", "dense"]
+
+
+def test_export_errors(tmp_path, capsys):
+    assert _main("export", "--out", tmp_path / "x.nnab") == 2
+    _one_error_line(capsys, "--model PATH")
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"not a zip")
+    assert _main("export", "--model", bad, "--out", tmp_path / "x.nnab") == 1
+    _one_error_line(capsys, "cannot load Keras model")
+
+
+def test_missing_and_corrupt_program(files, capsys):
+    assert _main("inspect", files["dir"] / "nope.nnab") == 1
+    _one_error_line(capsys, "not found")
+    data = bytearray(open(files["prog"], "rb").read())
+    data[40] ^= 0xFF
+    corrupt = files["dir"] / "corrupt.nnab"
+    corrupt.write_bytes(bytes(data))
+    assert _main("inspect", corrupt) == 1
+    _one_error_line(capsys, "is not a valid keras_nna program", "CRC-32")
+
+
+def test_bad_batches(files, capsys):
+    wrong_shape = files["dir"] / "shape.npy"
+    np.save(wrong_shape, np.zeros((2, 5, 5, 1), np.uint8))
+    assert _main("run", files["prog"], "--input", wrong_shape) == 1
+    _one_error_line(capsys, "(2, 5, 5, 1)", "(N, 6, 6, 1)")
+    floats = files["dir"] / "floats.npy"
+    np.save(floats, np.full((1, 6, 6, 1), 0.5, np.float32))
+    assert _main("run", files["prog"], "--input", floats) == 1
+    _one_error_line(capsys, "float32", "astype(np.uint8)")
+    garbage = files["dir"] / "garbage.npy"
+    garbage.write_bytes(b"garbage")
+    assert _main("profile", files["prog"], "--input", garbage) == 1
+    _one_error_line(capsys, "cannot read")
+    assert _main("run", files["prog"]) == 2
+    _one_error_line(capsys, "--input PATH")
+
+
+def test_usage_errors(files, capsys):
+    assert _main("profile", files["prog"], "--input", files["batch"], "--profile", "tpu") == 2
+    _one_error_line(capsys, "Unknown hardware profile 'tpu'", "nna-1core, nna-8core")
+    assert _main("frobnicate") == 2
+    _one_error_line(capsys, "unknown command 'frobnicate'", "export, inspect, run, profile, demo")
+    assert cli.main(["keras-nna"]) == 2
+    _one_error_line(capsys, "missing command")
+    assert _main("inspect", files["prog"], "--nosuchflag=1") == 2
+    _one_error_line(capsys, "nosuchflag")
+    assert _main("inspect") == 2
+    _one_error_line(capsys, "exactly one program path")
+    assert _main("run", files["prog"], "--input", files["batch"], "--executor", "gpu") == 2
+    _one_error_line(capsys, "--executor")
+
+
+def test_demo_calls_tutorial_main(tmp_path, monkeypatch, capsys):
+    fake = tmp_path / "tutorials" / "akidanet_quickstart.py"
+    fake.parent.mkdir()
+    fake.write_text("import sys\ndef main(argv):\n    print('demo', argv)\n    return 0\n")
+    monkeypatch.setattr(cli, "_TUTORIAL", str(fake))  # absolute path: os.path.join keeps it
+    assert _main("demo", "--quick") == 0
+    assert "demo ['--quick']" in capsys.readouterr().out
+    monkeypatch.setattr(cli, "_TUTORIAL", str(tmp_path / "missing.py"))
+    assert _main("demo") == 1
+    _one_error_line(capsys, "demo tutorial was not found")
+
+
+def test_run_entry_point_in_process(files, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["keras-nna", "inspect", files["prog"]])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run()
+    assert exit_info.value.code in (0, None)
+    assert "Valid program" in capsys.readouterr().out
+    monkeypatch.setattr(sys, "argv", ["keras-nna", "inspect", str(files["dir"] / "nope.nnab")])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run()
+    assert exit_info.value.code == 1
+    # direct calls still parse their own flags afterwards
+    assert _main("run", files["prog"], "--input", files["batch"], "--executor", "reference") == 0
+
+
+@pytest.mark.slow
+def test_subprocess_module_entry(files):
+    """`python -m keras_nna.cli`: exit status and one stderr line (imports TF: slow)."""
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    ok = subprocess.run([sys.executable, "-m", "keras_nna.cli", "profile", files["prog"],
+                         "--input", files["batch"]], capture_output=True, text=True, env=env,
+                        timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert "Total" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "keras_nna.cli", "inspect", str(files["dir"] / "x")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode == 1
+    assert "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1].startswith("keras-nna: error: program")
