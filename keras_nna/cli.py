@@ -122,7 +122,7 @@ def _load_images(path, program):
                        f"(N, {h}, {w}, {c}) uint8 images (or one ({h}, {w}, {c}) image). "
                        "Resize the images to the program's input.")
     if images.dtype != np.uint8:
-        whole = (np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating))
+        whole = np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating)
         if not whole or images.size and (not np.all(np.isfinite(images)) or np.any(
                 images != np.round(images)) or images.min() < 0 or images.max() > 255):
             raise CliError(f"input batch '{path}' has dtype {images.dtype} with values that are "
@@ -276,7 +276,11 @@ def _cmd_demo(args):
         raise CliError(f"{path} has no main(argv) function; expected the quickstart tutorial.")
     if args[:1] == ["--"]:
         args = args[1:]
-    status = module.main(list(args))
+    saved, sys.argv = sys.argv, ["keras-nna demo", *args]  # argparse shows this as `prog`
+    try:
+        status = module.main(list(args))
+    finally:
+        sys.argv = saved
     return int(status or 0)
 
 

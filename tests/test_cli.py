@@ -203,7 +203,8 @@ def test_subprocess_module_entry(files):
                         timeout=300)
     assert ok.returncode == 0, ok.stderr
     assert "Total" in ok.stdout
-    bad = subprocess.run([sys.executable, "-m", "keras_nna.cli", "inspect", str(files["dir"] / "x")],
+    missing = str(files["dir"] / "x")
+    bad = subprocess.run([sys.executable, "-m", "keras_nna.cli", "inspect", missing],
                          capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 1
     assert "Traceback" not in bad.stderr

@@ -270,8 +270,12 @@ def _parse_instr(f, i, pool, prev_shape, prev_bits, prev_exp, last):
         ec = oc if kind in ("conv", "separable") else ic
         if (oh, ow, oc) != (eh, ew, ec):
             _fail(where, f"output shape {(oh, ow, oc)}, expected {(eh, ew, ec)}")
-    if not weighted and (ph or pw) and kind not in ("maxpool", "avgpool"):
+    if kind not in ("maxpool", "avgpool") and (ph or pw):
         _fail(where, "pool window set on a non-pool layer")
+    if kind in ("maxpool", "avgpool") and (kh, kw) != (1, 1):
+        _fail(where, f"pools keep kh = kw = 1 (window in pool_h/pool_w), got {(kh, kw)}")
+    if not weighted and acc_wide:
+        _fail(where, "acc_wide must be 0 for pools and flatten")
     # constants
     if weighted:
         k1_count = {"conv": kh * kw * ic * oc, "depthwise": kh * kw * ic,
@@ -299,7 +303,7 @@ def _parse_instr(f, i, pool, prev_shape, prev_bits, prev_exp, last):
             if rq_len != POOL_RQ.size or rq_off + rq_len > len(pool):
                 _fail(where, f"average-pool record must be {POOL_RQ.size} bytes inside the pool")
             m, s = POOL_RQ.unpack_from(pool, rq_off)
-            if not 1 <= s <= 40 or m >= 1 << 20:
+            if not 1 <= s <= 40 or ph * pw * ((1 << in_bits) - 1) * m + (1 << (s - 1)) >= 1 << 62:
                 _fail(where, f"average-pool multiplier {m} / shift {s} out of range")
             rec.m, rec.sh = np.array([m], np.int64), np.array([s], np.int64)
         elif (rq_off, rq_len) != (0, 0):

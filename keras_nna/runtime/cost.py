@@ -4,14 +4,11 @@ The emulator counts what an event-based engine does per image and per layer
 (`docs/bytecode.md`, "Statistics"). This module turns those counts into
 estimates for a hardware configuration (a `HardwareProfile`):
 
-    from keras_nna.runtime.cost import cost_report
-
-    report = cost_report(program, images, profile="nna-1core")
+    report = cost_report(program, images, profile="nna-1core")  # runs the emulator
+    report = estimate_cost(program, stats, "nna-8core")        # or: stats you have
     print(report.table())            # one row per layer + totals
     report.total["time_s"], report.total["energy_j"]
     report.save("cost.json")         # or report.to_json() / report.to_markdown()
-
-or, with statistics you already have, `estimate_cost(program, stats, profile)`.
 
 **Profiles.** `"nna-1core"` (1 MB on-chip memory, 12 GB/s external bandwidth)
 and `"nna-8core"` (88 MB, 115 GB/s) are the two accelerator configurations of
@@ -37,8 +34,7 @@ them: `get_profile("nna-1core").replace(clock_hz=500e6)` or
 - *Energy*: `synops · energy_per_synop_j + on_chip_bytes · energy_per_sram_byte_j
   + dram_bytes · energy_per_dram_byte_j + static_power_w · time`.
 
-The absolute numbers are estimates for comparing models, pruning and
-quantization choices on one profile, not measurements.
+Absolute numbers are estimates to compare models on a profile, not measurements.
 """
 
 import dataclasses
@@ -286,8 +282,8 @@ def estimate_cost(program, stats, profile="nna-1core"):
                          f"{n_layers}-layer program, received {stats.shape}. Pass the "
                          "stats returned by run_with_stats / run_reference for this program.")
     mean = stats.astype(np.float64).mean(axis=0)
-    pairs = [_dense_bytes(rec.in_shape, rec.in_bits) + _dense_bytes(rec.out_shape, rec.out_bits or 32)
-             for rec in program.layers]
+    pairs = [_dense_bytes(r.in_shape, r.in_bits) + _dense_bytes(r.out_shape, r.out_bits or 32)
+             for r in program.layers]
     resident = float(mean[:, 3].sum()) + max(pairs) <= p.sram_bytes
     layers = []
     for i, rec in enumerate(program.layers):
@@ -298,8 +294,8 @@ def estimate_cost(program, stats, profile="nna-1core"):
         dram += act_in if (i == 0 or spill) else 0.0
         dram += act_out if (i == n_layers - 1 or spill) else 0.0
         onchip = wbytes + act_in + act_out
-        cycles = (synops / p.synops_per_cycle_per_core + events_in * p.event_overhead_cycles) / p.cores
-        compute_s = cycles / p.clock_hz
+        cycles = synops / p.synops_per_cycle_per_core + events_in * p.event_overhead_cycles
+        compute_s = cycles / p.cores / p.clock_hz
         memory_s = dram / p.dram_bandwidth_bytes_per_s
         time_s = max(compute_s, memory_s)
         layers.append(dict(
@@ -353,6 +349,15 @@ class CostReport:
         total: Sums of the numeric columns plus `params`,
             `sparsity_ratio`, `weights_resident`, `inferences_per_s`.
         batch_size: Images the statistics were averaged over.
+
+    Example:
+
+    >>> from keras_nna.export import LayerRecord, Program
+    >>> report = estimate_cost(Program((2, 2, 1), 8, [LayerRecord(
+    ...     "maxpool", (2, 2, 1), (1, 1, 1), 8, 8, pool=(2, 2), strides=(2, 2))]),
+    ...     [[4, 4, 0, 0, 4, 1]])
+    >>> CostReport.from_json(report.to_json()).table().splitlines()[5].split()[:3]
+    ['Total', '0', '4']
     """
 
     profile: HardwareProfile
@@ -386,27 +391,19 @@ class CostReport:
             f.write(self.to_json())
 
     def _rows(self):
-        rows = []
-        for row in self.layers + [dict(self.total, name="Total", kind="", output_shape=None,
-                                       w_bits="")]:
-            ratio = row["sparsity_ratio"]
-            rows.append([
-                str(row["name"]), row["kind"],
-                "" if row["output_shape"] is None else "x".join(map(str, row["output_shape"])),
-                str(row["w_bits"]), _num(row["params"]), _num(row["events_in"]),
-                _num(row["synops"]), _num(row["dense_macs"]),
-                "-" if ratio is None else f"{100 * (1 - ratio):.1f}%",
-                _num(row["onchip_bytes"]), _num(row["dram_bytes"]),
-                _num(row["time_s"] * 1e6, 3), _num(row["energy_j"] * 1e6, 3),
-            ])
-        return rows
+        total = dict(self.total, name="Total", kind="", output_shape=[], w_bits="")
+        return [[str(r["name"]), r["kind"], "x".join(map(str, r["output_shape"])),
+                 str(r["w_bits"]), *(_num(r[k]) for k in ("params", "events_in", "synops",
+                                                          "dense_macs")),
+                 "-" if r["sparsity_ratio"] is None else f"{100 * (1 - r['sparsity_ratio']):.1f}%",
+                 _num(r["onchip_bytes"]), _num(r["dram_bytes"]), _num(r["time_s"] * 1e6, 3),
+                 _num(r["energy_j"] * 1e6, 3)] for r in self.layers + [total]]
 
     _HEADERS = ["Layer", "Kind", "Output", "W bits", "Params", "Events in", "Synops",
                 "Dense MACs", "Saved", "Bytes", "DRAM B", "Time us", "Energy uJ"]
 
     def _footer(self):
-        t = self.total
-        ips = t["inferences_per_s"]
+        t, ips = self.total, self.total["inferences_per_s"]
         return [f"Profile {self.profile.name}: {self.profile.cores} core(s), "
                 f"{self.profile.sram_bytes / MB:g} MB on-chip, "
                 f"{self.profile.dram_bandwidth_bytes_per_s / 1e9:g} GB/s; averaged over "

@@ -195,7 +195,8 @@ class ActivationSparsityCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.frequency:
             return
-        self.last = measure_activation_sparsity(training_target(self.model), self.data, self.quantization_step, self.bits)
+        self.last = measure_activation_sparsity(training_target(self.model), self.data,
+                                                self.quantization_step, self.bits)
         if logs is None:
             return
         for n, v in self.last.items():

@@ -20,8 +20,11 @@ train step, so the mask is re-applied after every optimizer step, also with
 per execution). At the start of training the masks are recovered from the zero
 pattern (:func:`mask_from_zeros`), which is how a resumed or re-loaded run continues
 with the same masks. The cost is one mask per pruned kernel while training, none at
-rest. The only ambiguity, a trained weight that is exactly ``0.0`` by chance, is
-harmless: it is treated as pruned and stays zero.
+rest. The constraints stay on the kernels after ``fit`` (later fine-tuning in the same
+session keeps the zeros); :func:`detach_masks` removes them. The only ambiguity, a
+trained weight that is exactly ``0.0`` by chance, is harmless: it is treated as pruned
+and stays zero. Alternative rejected: masks as non-trainable model variables would
+change the saved weights layout and need custom objects to load.
 
 Example:
 

@@ -178,14 +178,17 @@ class PolynomialDecay(_Schedule):
         if _is_tensor(step):
             s = tf.cast(step, tf.int64)
             t = tf.clip_by_value(tf.cast(s - self.begin_step, tf.float32) / span, 0.0, 1.0)
-            sparsity = self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * (1.0 - t) ** self.power
+            ramp = (1.0 - t) ** self.power
+            sparsity = self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * ramp
             should = tf.logical_or(_in_window(s, self.begin_step, self.end_step, self.frequency),
                                    tf.equal(s, self.end_step))
             return should, tf.cast(sparsity, tf.float32)
         step = int(step)
         t = min(max((step - self.begin_step) / span, 0.0), 1.0)
-        sparsity = self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * (1.0 - t) ** self.power
-        should = _in_window(step, self.begin_step, self.end_step, self.frequency) or step == self.end_step
+        ramp = (1.0 - t) ** self.power
+        sparsity = self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * ramp
+        should = (_in_window(step, self.begin_step, self.end_step, self.frequency)
+                  or step == self.end_step)
         return should, float(sparsity)
 
     def get_config(self):

@@ -45,7 +45,8 @@ PRESERVING = ("BatchNormalization", "ReLU", "LeakyReLU", "Activation", "Dropout"
               "SpatialDropout2D", "ZeroPadding1D", "ZeroPadding2D", "Cropping2D", "MaxPooling1D",
               "MaxPooling2D", "AveragePooling1D", "AveragePooling2D", "GlobalAveragePooling1D",
               "GlobalAveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "Identity",
-              "UpSampling2D", "DepthwiseConv1D", "DepthwiseConv2D", "Flatten")
+              "UpSampling2D", "DepthwiseConv1D", "DepthwiseConv2D", "Flatten",
+              "QuantizedAveragePooling2D", "QuantizedGlobalAveragePooling2D")
 
 
 def _kind(layer):

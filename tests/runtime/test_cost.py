@@ -100,7 +100,8 @@ def test_profile_registry():
     assert {"nna-1core", "nna-8core"} <= set(PROFILES)
     one, eight = get_profile("nna-1core"), get_profile("nna-8core")
     assert (one.sram_bytes, one.dram_bandwidth_bytes_per_s, one.cores) == (2**20, 12e9, 1)
-    assert (eight.sram_bytes, eight.dram_bandwidth_bytes_per_s, eight.cores) == (88 * 2**20, 115e9, 8)
+    assert (eight.sram_bytes, eight.dram_bandwidth_bytes_per_s) == (88 * 2**20, 115e9)
+    assert eight.cores == 8
     assert get_profile(one) is one
     assert get_profile({"base": "nna-8core", "clock_hz": 2e9}).clock_hz == 2e9
     with pytest.raises(ValueError, match="nna-1core, nna-8core"):

@@ -181,3 +181,14 @@ def test_layer_config_round_trip(case):
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
     assert isinstance(restored, EmulatorLayer)
     np.testing.assert_array_equal(restored(images).numpy(), ref_out)
+
+
+@pytest.mark.slow
+def test_compile_on_first_use(tmp_path):
+    """The fallback build (no prebuilt .so) compiles the sources with tf.sysconfig flags."""
+    from keras_nna.runtime import op
+
+    target = tmp_path / "tf" / "_nna_ops-test.so"
+    op._compile(str(target))
+    assert target.stat().st_size > 10_000
+    assert not [p for p in target.parent.iterdir() if p.name != target.name]  # no temp leftovers

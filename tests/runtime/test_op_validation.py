@@ -135,13 +135,13 @@ def test_field_checks_name_the_field(nna, program, images, offset, value, match)
 
 
 def test_bounds_are_checked(nna):
-    """acc_wide=0 with a worst-case accumulator >= 2^31, and |z| reaching 2^62."""
+    """acc_wide=0 with a worst-case accumulator >= 2^31, and |z| reaching 2^53."""
     w = np.full((15, 15, 512, 1), 127)  # 255 * 127 * 15 * 15 * 512 > 2^31
     layer = dict(kind="conv", w=w, w_bits=8, out_bits=0, acc_wide=0,
                  m=np.array([1]), n=np.array([0]), sh=np.array([1]))
     _rejects(nna.write((15, 15, 512), [layer]), np.zeros((1, 15, 15, 512), np.uint8), "2\\^31")
     layer.update(acc_wide=1, m=np.array([2**31 - 1]))
-    _rejects(nna.write((15, 15, 512), [layer]), np.zeros((1, 15, 15, 512), np.uint8), "2\\^62")
+    _rejects(nna.write((15, 15, 512), [layer]), np.zeros((1, 15, 15, 512), np.uint8), "2\\^53")
 
 
 @pytest.mark.parametrize("blob,enc,match", [

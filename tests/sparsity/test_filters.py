@@ -104,3 +104,21 @@ def test_bn_gamma_without_batchnorm_says_use_l1():
     with pytest.raises(ValueError, match="criterion='l1'"):
         prune_filters(model, 0.5)
     assert prune_filters(model, 0.5, criterion="l1") == {"a": 2}
+
+
+def test_filter_pruning_on_quantized_model():
+    quantization = pytest.importorskip("keras_nna.quantization")
+    try:
+        qmodel = quantization.quantize_model(small_cnn())
+    except Exception as e:  # noqa: BLE001 - developed in parallel
+        pytest.skip(f"quantize_model unavailable: {e}")
+    x, y, _, _ = digits()
+    compile_cnn(qmodel)
+    cb = FilterPruneCallback(ConstantSparsity(0.5, begin_step=0, end_step=0, frequency=1))
+    qmodel.fit(x[:64], y[:64], epochs=2, batch_size=32, verbose=0, callbacks=[cb])
+    assert cb.sparsities() == {"conv0": 0.5, "conv1": 0.5, "conv2": 0.5}
+    for name, f in (("conv0", 8), ("conv1", 16), ("conv2", 16)):
+        wrapper = qmodel.get_layer(name)
+        dead = np.all(wrapper.layer.kernel.numpy().reshape(-1, f) == 0, axis=0)
+        assert dead.sum() == f // 2
+        assert np.all(wrapper.batch_norm.gamma.numpy()[dead] == 0)  # the fused BN

@@ -117,3 +117,27 @@ def test_gamma_and_weight_regularization():
 def test_invalid_arguments(call, match):
     with pytest.raises(ValueError, match=match):
         call(small_cnn())
+
+
+@pytest.mark.slow
+def test_regularizer_table_30_epochs(capsys):
+    """The table of keras_nna.sparsity.regularizers' docstring (~1 min on 2 cores).
+
+    Run: ``pytest -m slow tests/sparsity/test_regularizers.py -k table -s``.
+    """
+    x, y, x_te, y_te = digits()
+    rows = {}
+    for name, reg in [("none", None), ("l1=0.03", dict(l1=0.03)), ("l1=0.1", dict(l1=0.1)),
+                      ("hoyer=0.1", dict(hoyer=0.1)), ("hoyer=0.3", dict(hoyer=0.3))]:
+        model = small_cnn(filters=(16, 32, 32, 64), seed=0)
+        if reg:
+            add_activity_regularization(model, **reg)
+        compile_cnn(model)
+        keras.utils.set_random_seed(0)
+        model.fit(x, y, epochs=30, batch_size=64, verbose=0)
+        s = measure_activation_sparsity(model, x_te, quantization_step=STEP)["total"]
+        rows[name] = (s["zeros"], s["events"], model.evaluate(x_te, y_te, verbose=0)[1])
+        with capsys.disabled():
+            print(f"{name:10s} q-zeros {s['zeros']:.3f} events/img {s['events']:7.1f} "
+                  f"float acc {rows[name][2]:.3f}")
+    assert all(rows[n][0] > rows["none"][0] + 0.1 for n in rows if n != "none")

@@ -88,9 +88,12 @@ bool UnpackValues(const uint8_t* p, uint64_t len, uint64_t count, int bits,
 // Decodes a kernel of `count` weights, encoding 0 (dense) or 1 (sparse).
 bool DecodeKernel(const uint8_t* p, uint64_t len, uint64_t count, int bits,
                   int enc, std::vector<int16_t>* w, std::string* why) {
-  w->assign(count, 0);
-  if (enc == 0) return UnpackValues(p, len, count, bits, false, w->data(), why);
   const uint64_t bm = (count + 7) / 8;
+  if (enc == 0) {
+    if (len != (count * bits + 7) / 8) return UnpackValues(p, len, count, bits, false, nullptr, why);
+    w->assign(count, 0);  // only after the length check: count is bounded by real bytes
+    return UnpackValues(p, len, count, bits, false, w->data(), why);
+  }
   if (len < bm) {
     std::ostringstream s;
     s << "sparse length " << len << " shorter than its bitmap (" << bm
@@ -106,6 +109,7 @@ bool DecodeKernel(const uint8_t* p, uint64_t len, uint64_t count, int bits,
       return false;
     }
   }
+  w->assign(count, 0);
   std::vector<int16_t> vals(nnz);
   if (!UnpackValues(p + bm, len - bm, nnz, bits, true, vals.data(), why)) {
     *why = "sparse (bitmap nnz " + std::to_string(nnz) + "): " + *why;
@@ -417,19 +421,9 @@ bool ParseLayer(const uint8_t* p, const uint8_t* pool, uint64_t pool_size,
     if (L->kind == kConv) count = uint64_t(L->kh) * L->kw * L->in_c * L->out_c;
     else if (L->kind == kDense) count = uint64_t(L->in_c) * L->out_c;
     else count = uint64_t(L->kh) * L->kw * L->in_c;
-    const uint64_t min_len = (count + 7) / 8;  // any encoding needs at least this
-    if (w_len < min_len && w_enc == 1) return fail("w: sparse length ", w_len, " shorter than its bitmap (", min_len, " bytes)");
-    if (w_enc == 0 && w_len != (count * L->w_bits + 7) / 8) {
-      return fail("w: length ", w_len, " != ", (count * L->w_bits + 7) / 8, " expected for ", count,
-                  " weights of ", L->w_bits, " bits");
-    }
     if (!DecodeKernel(pool + w_off, w_len, count, L->w_bits, w_enc, &L->w, &why)) return fail("w: ", why);
     if (has_w2) {
       const uint64_t c2 = uint64_t(L->in_c) * L->out_c;
-      if (w2_enc == 0 && w2_len != (c2 * L->w2_bits + 7) / 8) {
-        return fail("w2: length ", w2_len, " != ", (c2 * L->w2_bits + 7) / 8, " expected for ", c2,
-                    " weights of ", L->w2_bits, " bits");
-      }
       if (!DecodeKernel(pool + w2_off, w2_len, c2, L->w2_bits, w2_enc, &L->w2, &why)) return fail("w2: ", why);
     }
     if (rq_len != 13 * uint64_t(L->out_c)) {
@@ -477,12 +471,12 @@ bool ParseLayer(const uint8_t* p, const uint8_t* pool, uint64_t pool_size,
         }
       }
     }
-    const u128 lim62 = u128(1) << 62, lim31 = u128(1) << 31;
+    const u128 lim53 = u128(1) << 53, lim31 = u128(1) << 31;
     for (int o = 0; o < L->out_c; ++o) {
       const u128 m = u128(std::abs(int64_t(L->rq_m[o])));
       const u128 n = L->rq_n[o] < 0 ? u128(-(L->rq_n[o] + 1)) + 1 : u128(L->rq_n[o]);
-      if (u128(acc_max[o]) * m + n >= lim62) {
-        return fail("channel ", o, ": worst-case |z| = max|acc| ", acc_max[o], " * |m| + |n| reaches 2^62");
+      if (u128(acc_max[o]) * m + n >= lim53) {
+        return fail("channel ", o, ": worst-case |z| = max|acc| ", acc_max[o], " * |m| + |n| reaches 2^53 (raw outputs must convert to double exactly)");
       }
       if (!L->acc_wide && (acc_max[o] >= lim31 || inner_max >= lim31)) {
         return fail("channel ", o, ": acc_wide=0 but the worst-case accumulator reaches 2^31");

@@ -1,0 +1,41 @@
+"""Smoke tests: every tutorial runs end to end on tiny data (1 epoch)."""
+
+import importlib
+import os
+import sys
+
+import pytest
+
+TUTORIALS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "tutorials")
+
+
+def _load(name):
+    if TUTORIALS not in sys.path:
+        sys.path.insert(0, TUTORIALS)
+    return importlib.import_module(name)
+
+
+def test_quickstart(tmp_path):
+    results = _load("akidanet_quickstart").main(["--quick", "--out_dir", str(tmp_path)])
+    assert [r["task"] for r in results] == ["faces", "fashion_mnist"]
+    assert all(r["bit_exact"] for r in results)
+    assert results[0]["program_bytes"] <= 143_000
+    assert (tmp_path / "report.md").exists() and (tmp_path / "faces_events.png").exists()
+
+
+def test_bit_depth_sweep(tmp_path):
+    result = _load("bit_depth_sweep").main(["--quick", "--out_dir", str(tmp_path)])
+    rows = result["rows"]
+    assert all(r["bit_exact"] for r in rows)
+    by_bits = {(r["weight_bits"], r["activation_bits"], r["retrained"]): r for r in rows}
+    # Fewer weight bits give a smaller program.
+    assert by_bits[(4, 8, False)]["program_bytes"] < by_bits[(5, 8, False)]["program_bytes"]
+    assert (tmp_path / "bit_depth_sweep.png").exists()
+
+
+def test_tradeoff(tmp_path):
+    result = _load("tradeoff").main(["--quick", "--out_dir", str(tmp_path)])
+    assert all(r["bit_exact"] for r in result["rows"])
+    assert (tmp_path / "tradeoff_energy_j.png").exists()
+    wide = result["rows"][-1]
+    assert wide["filter_pruning"] == 0.5
