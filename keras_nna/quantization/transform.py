@@ -195,7 +195,12 @@ def quantize_model(model, policy=None):
             _check_relu_cap(relu, layer, policy, src_info)
             inner_cfg = layer.get_config()
             activation = "relu" if relu is not None or inner_cfg.get("activation") == "relu" else None
+            # Activity regularization (sparsity) moves onto the quantized output.
+            regularizer = relu.layer.activity_regularizer if relu is not None else None
+            if regularizer is None and activation:
+                regularizer = layer.activity_regularizer
             inner_cfg["activation"] = "linear"
+            inner_cfg["activity_regularizer"] = None
             inner = type(layer).from_config(inner_cfg)
             new_bn = None
             if bn is not None:
@@ -207,6 +212,7 @@ def quantize_model(model, policy=None):
                 activation=activation,
                 first_layer=bool(src_info.get("raw_input")),
                 input_scale=src_info.get("scale", 1.0),
+                activity_regularizer=regularizer,
                 name=layer.name,
             )
             tensors[chain_out] = wrapper(tensors[src])

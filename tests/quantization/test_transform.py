@@ -141,3 +141,17 @@ def test_progressive_quantization_ramps_fraction():
         plain = quantize_model(_functional())
         plain.compile("adam", "mse")
         plain.fit(x, np.zeros((16, 3)), epochs=1, verbose=0, callbacks=[ProgressiveQuantization()])
+
+
+def test_activity_regularizer_moves_to_quantized_output(tmp_path):
+    model = _functional()
+    model.get_layer("c0_relu").activity_regularizer = keras.regularizers.L1(0.5)
+    qmodel = quantize_model(model)
+    wrapper = qmodel.get_layer("c0")
+    assert isinstance(wrapper.activity_regularizer, keras.regularizers.L1)
+    x = np.random.default_rng(0).integers(0, 256, (4, 10, 10, 1)).astype("float32")
+    qmodel(x, training=True)
+    assert len(qmodel.losses) == 1 and float(qmodel.losses[0]) > 0
+    qmodel.save(tmp_path / "r.keras")
+    loaded = keras.models.load_model(tmp_path / "r.keras")
+    assert isinstance(loaded.get_layer("c0").activity_regularizer, keras.regularizers.L1)
