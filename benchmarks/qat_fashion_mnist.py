@@ -32,7 +32,6 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     import keras
-    import numpy as np
 
     from keras_nna.datasets import load_fashion_mnist
     from keras_nna.models import AkidaNet

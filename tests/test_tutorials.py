@@ -4,7 +4,6 @@ import importlib
 import os
 import sys
 
-import pytest
 
 TUTORIALS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "tutorials")
 

@@ -26,7 +26,7 @@ first call.
 
 import keras
 
-__all__ = ["count_macs", "format_macs", "layer_macs", "macs_summary"]
+__all__ = ["count_macs", "format_macs", "layer_macs", "macs_for_shapes", "macs_summary"]
 
 
 def _known(shape, layer, what):
@@ -46,32 +46,58 @@ def _prod(values):
     return out
 
 
-def _single_layer_macs(layer):
-    """MACs of one counted layer, or `None` for layers that are not counted."""
+def macs_for_shapes(layer, input_shape, output_shape):
+    """MACs of one layer for one sample, from its input and output shapes.
+
+    Wrappers (such as `keras_nna.quantization.QuantizeWrapper`) are looked
+    through to the layer they wrap.
+
+    Args:
+        layer: A Keras layer.
+        input_shape: Its input shape, batch axis first.
+        output_shape: Its output shape, batch axis first.
+
+    Returns:
+        The MAC count, or `None` for layer types that are not counted.
+
+    Raises:
+        ValueError: If a counted layer has an unknown (`None`) dimension.
+
+    Example:
+
+    >>> macs_for_shapes(keras.layers.Dense(3), (None, 4), (None, 3))
+    12
+    """
+    inner = layer.layer if isinstance(layer, keras.layers.Wrapper) else layer
     # SeparableConv2D and DepthwiseConv2D are not Conv2D subclasses in Keras 3,
     # but test the most specific classes first anyway.
-    if isinstance(layer, keras.layers.SeparableConv2D):
-        c_in = _known(layer.input.shape, layer, "input")[-1]
-        out = _known(layer.output.shape, layer, "output")
+    if not isinstance(inner, (keras.layers.SeparableConv2D, keras.layers.DepthwiseConv2D,
+                              keras.layers.Conv2D, keras.layers.Dense)):
+        return None
+    dims_in = _known(input_shape, layer, "input")
+    out = _known(output_shape, layer, "output")
+    c_in = dims_in[-1]
+    if isinstance(inner, keras.layers.SeparableConv2D):
         positions = _prod(out[:-1])
-        k = _prod(layer.kernel_size)
-        mid = c_in * layer.depth_multiplier
-        return positions * k * mid + positions * mid * out[-1]
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        c_in = _known(layer.input.shape, layer, "input")[-1]
-        out = _known(layer.output.shape, layer, "output")
-        return _prod(out[:-1]) * _prod(layer.kernel_size) * c_in * layer.depth_multiplier
-    if isinstance(layer, keras.layers.Conv2D):
-        c_in = _known(layer.input.shape, layer, "input")[-1]
-        out = _known(layer.output.shape, layer, "output")
-        if layer.data_format == "channels_first":
-            c_in = _known(layer.input.shape, layer, "input")[0]
+        mid = c_in * inner.depth_multiplier
+        return positions * _prod(inner.kernel_size) * mid + positions * mid * out[-1]
+    if isinstance(inner, keras.layers.DepthwiseConv2D):
+        return _prod(out[:-1]) * _prod(inner.kernel_size) * c_in * inner.depth_multiplier
+    if isinstance(inner, keras.layers.Conv2D):
+        if inner.data_format == "channels_first":
+            c_in = dims_in[0]
             out = out[1:] + out[:1]
-        return _prod(out[:-1]) * _prod(layer.kernel_size) * (c_in // layer.groups) * out[-1]
-    if isinstance(layer, keras.layers.Dense):
-        dims = _known(layer.input.shape, layer, "input")
-        return _prod(dims[:-1]) * dims[-1] * layer.units
-    return None
+        return _prod(out[:-1]) * _prod(inner.kernel_size) * (c_in // inner.groups) * out[-1]
+    return _prod(dims_in[:-1]) * c_in * inner.units
+
+
+def _single_layer_macs(layer):
+    """MACs of one counted layer of a built model, or `None` for layers that are not counted."""
+    inner = layer.layer if isinstance(layer, keras.layers.Wrapper) else layer
+    if not isinstance(inner, (keras.layers.SeparableConv2D, keras.layers.DepthwiseConv2D,
+                              keras.layers.Conv2D, keras.layers.Dense)):
+        return None
+    return macs_for_shapes(layer, layer.input.shape, layer.output.shape)
 
 
 def _walk(model):

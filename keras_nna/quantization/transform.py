@@ -143,7 +143,6 @@ def quantize_model(model, policy=None):
     for op in ops:
         for t in op.inputs:
             consumers.setdefault(t, []).append(op)
-    model_inputs = {id(t) for t in model.inputs}
     output_ids = {_resolve(alias, id(t)) for t in _tensors(model.outputs)}
     policy.check_names([op.layer.name for op in ops if layer_kind(op.layer)])
 

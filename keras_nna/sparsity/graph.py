@@ -26,6 +26,7 @@ import numpy as np
 import keras
 
 from keras_nna.sparsity.masks import inner_layer
+from keras_nna.models.summary import macs_for_shapes
 
 __all__ = ["LayerGraph", "layer_graph", "layer_macs", "count_params_and_macs", "event_fan_out"]
 
@@ -123,6 +124,9 @@ def _conv_geometry(layer):
 def layer_macs(layer, input_shape, output_shape):
     """Multiply-accumulates of one layer for one sample (dense inputs).
 
+    Delegates to :func:`keras_nna.models.summary.macs_for_shapes` (one MAC
+    formula for the whole package).
+
     Args:
         layer: A Keras layer (wrappers are unwrapped).
         input_shape: Its input shape (batch first).
@@ -137,24 +141,7 @@ def layer_macs(layer, input_shape, output_shape):
     >>> layer_macs(keras.layers.Dense(3), (None, 4), (None, 3))
     12
     """
-    layer = inner_layer(layer)
-    name = type(layer).__name__
-    out_pixels = int(np.prod([d for d in output_shape[1:-1]])) if len(output_shape) > 2 else 1
-    c_in = int(input_shape[-1])
-    c_out = int(output_shape[-1])
-    if name in ("Conv1D", "Conv2D", "Conv3D"):
-        k, _ = _conv_geometry(layer)
-        return out_pixels * k * c_in * c_out // max(getattr(layer, "groups", 1), 1)
-    if name in ("DepthwiseConv1D", "DepthwiseConv2D"):
-        k, _ = _conv_geometry(layer)
-        return out_pixels * k * c_out
-    if name in ("SeparableConv1D", "SeparableConv2D"):
-        k, _ = _conv_geometry(layer)
-        mid = c_in * layer.depth_multiplier
-        return out_pixels * (k * mid + mid * c_out)
-    if name == "Dense":
-        return int(np.prod(input_shape[1:])) * c_out
-    return 0
+    return int(macs_for_shapes(layer, input_shape, output_shape) or 0)
 
 
 def count_params_and_macs(model):

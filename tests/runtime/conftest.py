@@ -108,7 +108,7 @@ def reference(layers, image):
     x = image.astype(np.int64)
     stats = []
     for i, L in enumerate(layers):
-        kind, (h, w, c) = L["kind"], L["in"]
+        kind, (_, _, c) = L["kind"], L["in"]
         bits = L.get("in_bits_", None)
         ev = int(np.count_nonzero(x))
         nz = (x != 0).astype(np.int64)
