@@ -40,6 +40,7 @@ __all__ = [
     "fake_quantize_weights",
     "fake_quantize_activations",
     "dyadic",
+    "exp2",
     "reciprocal_multiplier",
     "MANTISSA_BITS",
 ]
@@ -199,6 +200,21 @@ def _floor_log2(x):
     return tf.bitwise.right_shift(bits, 52) - 1023
 
 
+def exp2(e):
+    """Exact ``2.0 ** e`` in float64 for integer-valued `e` in [-1022, 1023].
+
+    Built from the exponent bits: unlike `tf.pow`, which XLA may lower to
+    ``exp(e * log 2)``, the result is always an exact power of two.
+
+    Example:
+
+    >>> exp2(tf.constant([-3.0, 0.0, 10.0], tf.float64)).numpy().tolist()
+    [0.125, 1.0, 1024.0]
+    """
+    e = tf.cast(tf.convert_to_tensor(e), tf.int64)
+    return tf.bitcast(tf.bitwise.left_shift(e + 1023, tf.constant(52, tf.int64)), tf.float64)
+
+
 def dyadic(a, b=None):
     """Rounds per-channel multipliers to ``m * 2**-e`` with a 15-bit mantissa.
 
@@ -225,11 +241,11 @@ def dyadic(a, b=None):
     safe = tf.where(a == 0, tf.ones_like(a), a)
     e = tf.cast(MANTISSA_BITS - 1 - _floor_log2(safe), tf.float64)
     e = tf.where(a == 0, tf.zeros_like(e), e)
-    m = tf.round(a * tf.pow(tf.constant(2.0, tf.float64), e))
+    m = tf.round(a * exp2(e))
     n = None
     if b is not None:
         b = tf.convert_to_tensor(b, tf.float64)
-        n = tf.round(b * tf.pow(tf.constant(2.0, tf.float64), e))
+        n = tf.round(b * exp2(e))
     return m, e, n
 
 

@@ -34,6 +34,7 @@ from keras_nna.quantization.policy import QuantizationPolicy
 from keras_nna.quantization.quantizers import (
     activation_qmax,
     dyadic,
+    exp2,
     fake_quantize_activations,
     fake_quantize_weights,
     quantize_weights,
@@ -196,12 +197,16 @@ class QuantizeWrapper(keras.layers.Wrapper):
     def quantized_kernels(self):
         """Integer kernel codes and per-output-channel scales.
 
+        Computed in float64: an ulp of difference between eager and XLA
+        arithmetic (XLA may turn a division into a reciprocal multiply) would
+        otherwise flip a code or a multiplier sitting on a rounding boundary.
+
         Returns:
-            `(codes1, codes2, scale)`: float32 tensors. `codes2` is the
+            `(codes1, codes2, scale)`: float64 tensors. `codes2` is the
             pointwise kernel of a separable layer (else `None`); `scale` has
             one entry per output channel.
         """
-        k1, k2 = self._kernels()
+        k1, k2 = (None if k is None else tf.cast(k, tf.float64) for k in self._kernels())
         bits = self.weight_bits
         if self.kind == "separable":
             d_codes, s_d = quantize_weights(k1, bits, channel_axes=(2, 3))
@@ -300,11 +305,9 @@ class QuantizeWrapper(keras.layers.Wrapper):
         if self.first_layer:
             x = tf.clip_by_value(tf.round(x), 0.0, 255.0)
         c1, c2, scale = self.quantized_kernels()
-        c1 = tf.cast(c1, tf.float64)
-        c2 = None if c2 is None else tf.cast(c2, tf.float64)
         acc = self._apply(x, c1, c2)
         m, e, n = self.requantization(scale)
-        unit = tf.pow(tf.constant(0.5, tf.float64), e)
+        unit = exp2(-e)
         z = acc * (m * unit) + n * unit
         if self.activation:
             q = tf.clip_by_value(tf.floor(z + 0.5), 0.0, activation_qmax(self.activation_bits))

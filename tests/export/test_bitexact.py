@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_nna import datasets
 from keras_nna.export import export_model, read_program, run_reference
@@ -16,6 +17,8 @@ SEEDS = list(range(16))
 
 def _check_three_way(qmodel, images):
     expected = qmodel.predict(images.astype("float32"), verbose=0)
+    xla = tf.function(lambda x: qmodel(x, training=False), jit_compile=True)
+    np.testing.assert_array_equal(xla(images.astype("float32")).numpy(), expected)
     data = export_model(qmodel).to_bytes()
     program = read_program(data)
     ref_out, ref_stats = run_reference(program, images)
