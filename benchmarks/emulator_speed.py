@@ -11,17 +11,15 @@ dataset, XNNPACK, 1 thread) at batch 1. Medians over repeats.
 Prints a table and writes benchmarks/results/emulator_speed.json.
 """
 
-import json
-import os
 import statistics
-import sys
 import time
 
+from _results import default_path, write_result
 from absl import app, flags
 
 flags.DEFINE_integer("repeats", 15, "Timed repeats (median reported).")
 flags.DEFINE_integer("epochs", 10, "Float training epochs on the faces data.")
-flags.DEFINE_string("out", os.path.join(os.path.dirname(__file__), "results", "emulator_speed.json"),
+flags.DEFINE_string("out", default_path("emulator_speed"),
                     "JSON output path.")
 FLAGS = flags.FLAGS
 
@@ -123,12 +121,8 @@ def main(argv):
               f"{r['batch64_images_per_s']:.0f} |")
     print(f"| TFLite int8 (XNNPACK) | - | {1e3 * t_tfl:.3f} | {1 / t_tfl:.0f} | - |")
     print(f"emulator (auto, batch 1) / TFLite time ratio: {result['emulator_auto_batch1_over_tflite']}")
-    os.makedirs(os.path.dirname(FLAGS.out), exist_ok=True)
-    with open(FLAGS.out, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"wrote {FLAGS.out}")
+    write_result(result, FLAGS.out)
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     app.run(main)

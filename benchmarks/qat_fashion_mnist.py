@@ -12,11 +12,9 @@ mode, i.e. with the exact integer semantics the accelerator runs.
 Prints a table and writes benchmarks/results/qat_fashion_mnist.json.
 """
 
-import json
-import os
-import sys
 import time
 
+from _results import default_path, write_result
 from absl import app, flags
 
 flags.DEFINE_float("alpha", 0.25, "AkidaNet width multiplier.")
@@ -24,7 +22,7 @@ flags.DEFINE_integer("float_epochs", 8, "Float training epochs.")
 flags.DEFINE_integer("qat_epochs", 3, "QAT fine-tuning epochs.")
 flags.DEFINE_integer("batch_size", 128, "Batch size.")
 flags.DEFINE_integer("limit", None, "Use only this many training images (smoke runs).")
-flags.DEFINE_string("out", os.path.join(os.path.dirname(__file__), "results", "qat_fashion_mnist.json"),
+flags.DEFINE_string("out", default_path("qat_fashion_mnist"),
                     "JSON output path.")
 FLAGS = flags.FLAGS
 
@@ -83,12 +81,8 @@ def main(argv):
     print("\n| model | float acc | 4-bit (PTQ) acc | 4-bit QAT acc | gap (points) |")
     print("|---|---|---|---|---|")
     print(f"| {result['model']} | {float_acc:.4f} | {qat_before:.4f} | {qat_acc:.4f} | {result['gap_points']} |")
-    os.makedirs(os.path.dirname(FLAGS.out), exist_ok=True)
-    with open(FLAGS.out, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"wrote {FLAGS.out}")
+    write_result(result, FLAGS.out)
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     app.run(main)

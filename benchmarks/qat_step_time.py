@@ -10,12 +10,10 @@ Reports the median seconds per step and the median of per-round ratios.
 Prints a table and writes benchmarks/results/qat_step_time.json.
 """
 
-import json
-import os
 import statistics
-import sys
 import time
 
+from _results import default_path, write_result
 from absl import app, flags
 
 flags.DEFINE_integer("rounds", 7, "Alternating measurement rounds.")
@@ -23,7 +21,7 @@ flags.DEFINE_integer("steps", 10, "Training steps per round.")
 flags.DEFINE_integer("batch_size", 32, "Batch size.")
 flags.DEFINE_float("alpha", 0.25, "AkidaNet width.")
 flags.DEFINE_integer("size", 96, "Input height and width.")
-flags.DEFINE_string("out", os.path.join(os.path.dirname(__file__), "results", "qat_step_time.json"),
+flags.DEFINE_string("out", default_path("qat_step_time"),
                     "JSON output path.")
 FLAGS = flags.FLAGS
 
@@ -75,12 +73,8 @@ def main(argv):
     print("|---|---|---|---|---|")
     print(f"| {result['model']} | {FLAGS.batch_size} | {result['float_s_per_step_median']} | "
           f"{result['qat_s_per_step_median']} | {result['ratio_median']} |")
-    os.makedirs(os.path.dirname(FLAGS.out), exist_ok=True)
-    with open(FLAGS.out, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"wrote {FLAGS.out}")
+    write_result(result, FLAGS.out)
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     app.run(main)

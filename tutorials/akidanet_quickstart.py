@@ -28,7 +28,9 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402  (also puts the repository on sys.path)
+from common import log  # noqa: E402
 
 TASKS = {
     "faces": {"size": 96, "classes": 2, "float_epochs": 40, "qat_epochs": 15, "batch": 16,
@@ -36,10 +38,6 @@ TASKS = {
     "fashion_mnist": {"size": 48, "classes": 10, "float_epochs": 4, "qat_epochs": 2, "batch": 64,
                       "limit_train": 20000, "limit_test": 5000, "lr": 2e-3},
 }
-
-
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def load_task(name, quick):
@@ -67,34 +65,23 @@ def train_task(name, quick=False, alpha=0.25):
 
     from keras_nna.export import export_model
     from keras_nna.models import AkidaNet
-    from keras_nna.quantization import quantize_model
     from keras_nna.runtime import Emulator
 
     cfg = TASKS[name]
     keras.utils.set_random_seed(0)
     x_train, y_train, x_test, y_test = load_task(name, quick)
     log(f"{name}: {len(x_train)} train / {len(x_test)} test images of {x_train.shape[1:]}")
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model = AkidaNet(input_shape=x_train.shape[1:], alpha=alpha, classes=cfg["classes"],
                      bn_momentum=0.9)
     epochs = 1 if quick else cfg["float_epochs"]
-    steps = epochs * -(-len(x_train) // cfg["batch"])
-    model.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(cfg["lr"], steps)),
-                  loss, metrics=["accuracy"])
     log(f"{name}: float training, {epochs} epochs")
-    model.fit(x_train.astype("float32"), y_train, batch_size=cfg["batch"], epochs=epochs,
-              verbose=0)
-    float_acc = model.evaluate(x_test.astype("float32"), y_test, verbose=0)[1]
+    common.fit(model, x_train, y_train, epochs, lr=cfg["lr"], batch=cfg["batch"])
+    float_acc = common.accuracy(model, x_test, y_test)
     log(f"{name}: float accuracy {float_acc:.4f}")
 
-    qmodel = quantize_model(model)
     epochs = 1 if quick else cfg["qat_epochs"]
-    steps = epochs * -(-len(x_train) // cfg["batch"])
-    qmodel.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(cfg["lr"] / 4, steps)),
-                   loss, metrics=["accuracy"])
     log(f"{name}: quantization-aware training (4-bit, 8-bit first layer), {epochs} epochs")
-    qmodel.fit(x_train.astype("float32"), y_train, batch_size=cfg["batch"], epochs=epochs,
-               verbose=0)
+    qmodel = common.qat(model, x_train, y_train, epochs=epochs, lr=cfg["lr"] / 4, batch=cfg["batch"])
     keras_logits = qmodel.predict(x_test.astype("float32"), verbose=0, batch_size=256)
     quant_acc = float(np.mean(keras_logits.argmax(-1) == y_test))
     log(f"{name}: Keras quantized accuracy {quant_acc:.4f}")
@@ -131,7 +118,7 @@ def cost_section(program, stats):
     from keras_nna.runtime.cost import estimate_cost
 
     md, js = [], {}
-    for profile in ("nna-1core", "nna-8core"):
+    for profile in common.PROFILES:
         report = estimate_cost(program, stats, profile)
         md.append(f"### Cost on `{profile}`\n\n```\n{report.table()}\n```\n")
         js[profile] = json.loads(report.to_json())
