@@ -40,7 +40,8 @@ class Distiller(keras.Model):
 
     Args:
         student: The model to train (outputs logits).
-        teacher: A trained model with the same output shape (frozen here).
+        teacher: A trained model with the same output shape. It is frozen in place
+            (`teacher.trainable = False`); pass a clone if you will train it again.
         temperature: Softmax temperature `T` (> 0). Defaults to `4.0`.
         alpha: Weight of the hard-label loss, in `[0, 1]`; `1 - alpha` weights the
             distillation loss. Defaults to `0.1`.
