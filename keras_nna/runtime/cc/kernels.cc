@@ -3,6 +3,9 @@
 #include "kernels.h"
 
 #include <algorithm>
+#ifdef KERAS_NNA_PROFILE
+#include <chrono>
+#endif
 #include <cmath>
 #include <cstring>
 
@@ -392,6 +395,10 @@ void RunImage(const Program& P, const uint8_t* image, Mode mode, float* out,
   const int n = int(P.layers.size());
   for (int i = 0; i < n; ++i) {
     const Layer& L = P.layers[i];
+#ifdef KERAS_NNA_PROFILE
+    extern double g_layer_ns[];
+    auto prof_t0 = std::chrono::steady_clock::now();
+#endif
     int64_t* st = stats + int64_t(i) * kNumStats;
     uint8_t* dst = s->act[i & 1].data();
     const int64_t ev = CountNonZero(cur, L.in_elems);
@@ -418,6 +425,9 @@ void RunImage(const Program& P, const uint8_t* image, Mode mode, float* out,
     st[kSynops] = syn;
     st[kEventsOut] = events_out;
     cur = dst;
+#ifdef KERAS_NNA_PROFILE
+    g_layer_ns[i] += std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - prof_t0).count();
+#endif
   }
   const Layer& last = P.layers.back();
   if (!last.raw) {
