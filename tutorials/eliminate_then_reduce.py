@@ -59,7 +59,6 @@ import json
 import os
 import time
 
-import numpy as np
 
 import common
 
@@ -183,6 +182,9 @@ def main(argv=None):
     parser.add_argument("--kd_alpha", type=float, default=0.5,
                         help="weight of the hard-label loss in distillation")
     parser.add_argument("--deploy_images", type=int, default=1000)
+    parser.add_argument("--stages", default=None,
+                        help="comma-separated subset, e.g. 'regularizer+kd,both+kd' (the baseline "
+                             "always runs first)")
     args = parser.parse_args(argv)
     if args.quick:
         args.epochs = args.ft_epochs = args.qat_epochs = 1
@@ -206,6 +208,12 @@ def main(argv=None):
     rows = []
     # --quick (the smoke test) runs the baseline and the stage that exercises everything.
     stages = (STAGES[0], STAGES[-1]) if args.quick else STAGES
+    if args.stages:
+        wanted = {s.strip().lower() for s in args.stages.split(",")}
+        known = {f"{s}{'+kd' if d else ''}" for s, d in STAGES}
+        if wanted - known:
+            parser.error(f"unknown stages {sorted(wanted - known)}; choose from {sorted(known)}")
+        stages = [STAGES[0]] + [(s, d) for s, d in STAGES[1:] if f"{s}{'+kd' if d else ''}" in wanted]
     for stage, distill in stages:
         t0 = time.time()
         row = _run_stage(stage, distill, base, teacher, (x, y, xt, yt), args, policy)

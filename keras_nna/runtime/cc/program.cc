@@ -472,6 +472,7 @@ bool ParseLayer(const uint8_t* p, const uint8_t* pool, uint64_t pool_size,
       }
     }
     const u128 lim53 = u128(1) << 53, lim31 = u128(1) << 31;
+    L->inner_max = uint64_t(std::min<u128>(inner_max, ~uint64_t(0)));
     for (int o = 0; o < L->out_c; ++o) {
       const u128 m = u128(std::abs(int64_t(L->rq_m[o])));
       const u128 n = L->rq_n[o] < 0 ? u128(-(L->rq_n[o] + 1)) + 1 : u128(L->rq_n[o]);

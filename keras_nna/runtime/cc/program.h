@@ -69,6 +69,22 @@ struct Layer {
   // when unused.
   std::vector<int8_t> w_vnni;
   int64_t vnni_k4 = 0;
+  // Byte offset of (tap, channel group) k = tap*G + g in the zero-padded input
+  // [in_h+pads][in_w+pads][4G] of the dense VNNI kernel (simd_dense.cc).
+  std::vector<int32_t> vnni_offs;
+  // SEPARABLE with int32 accumulation and |depthwise acc| <= 32767: w2 as
+  // int16 [out block of 16][channel pair][16 outputs][2 channels]; w as int32
+  // [tap][channels padded to 16]. Empty when unused.
+  std::vector<int16_t> w2_vnni;
+  std::vector<int32_t> w_dw32, row2_nnz16;
+  uint64_t inner_max = 0;  // SEPARABLE: worst |depthwise acc|
+  // Synops of the dense kernels by table (conv kinds): an event at (y, x, c)
+  // meets syn_tab[(syn_ycls[y]*syn_ncx + syn_xcls[x])*in_c + c] non-zero
+  // weights (channels padded to 16). Empty when unused.
+  std::vector<int32_t> syn_tab;
+  std::vector<uint8_t> syn_ycls, syn_xcls;
+  int syn_ncx = 0, syn_cpad = 0;
+  int64_t syn_flush = 1;  // pixels between int32 lane flushes
   // Requantization, per output channel (kinds 1-4).
   std::vector<int32_t> rq_m;
   std::vector<int64_t> rq_n;
