@@ -94,6 +94,17 @@ def _check_layer(layer):
     return kind
 
 
+def _live_scale(depthwise_kernel, scale):
+    """Depthwise scales with dead (all-zero, e.g. pruned) channels set to 0.
+
+    A dead channel's codes are 0 whatever its scale; folding the placeholder
+    scale 1 into the pointwise kernel would let that unused row dominate the
+    pointwise quantization range of every output channel.
+    """
+    alive = tf.reduce_max(tf.abs(depthwise_kernel), axis=(0, 1), keepdims=True) > 0
+    return tf.where(alive, scale, tf.zeros_like(scale))
+
+
 @keras.saving.register_keras_serializable(package="keras_nna")
 class QuantizeWrapper(keras.layers.Wrapper):
     """Quantization-aware wrapper of a conv/depthwise/separable/dense layer.
@@ -210,7 +221,7 @@ class QuantizeWrapper(keras.layers.Wrapper):
         bits = self.weight_bits
         if self.kind == "separable":
             d_codes, s_d = quantize_weights(k1, bits, channel_axes=(2, 3))
-            pw_eff = k2 * tf.reshape(s_d, (1, 1, -1, 1))
+            pw_eff = k2 * tf.reshape(_live_scale(k1, s_d), (1, 1, -1, 1))
             p_codes, s_p = quantize_weights(pw_eff, bits)
             return d_codes, p_codes, tf.reshape(s_p, (-1,))
         axes = (2, 3) if self.kind == "depthwise" else (-1,)
@@ -229,7 +240,8 @@ class QuantizeWrapper(keras.layers.Wrapper):
                 keep = tf.random.uniform(tf.shape(norm)) < progress
                 rounded = tf.where(keep, rounded, norm)
             d = norm + tf.stop_gradient(rounded - norm)
-            p = fake_quantize_weights(k2 * tf.reshape(s_d, (1, 1, -1, 1)), bits, progress=progress)
+            p = fake_quantize_weights(k2 * tf.reshape(_live_scale(k1, s_d), (1, 1, -1, 1)), bits,
+                                      progress=progress)
             return d, p
         axes = (2, 3) if self.kind == "depthwise" else (-1,)
         return fake_quantize_weights(k1, bits, channel_axes=axes, progress=progress), None

@@ -83,3 +83,23 @@ def test_policy_overrides_and_errors():
     with pytest.raises(ValueError, match=r"received 0"):
         QuantizationPolicy(weight_bits=0)
     assert QuantizationPolicy.from_config(policy.get_config()) == policy
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["exact", "fake_quant"])
+def test_separable_with_dead_depthwise_channel_stays_accurate(training):
+    """A pruned (all-zero) depthwise channel must not swamp the pointwise scales."""
+    rng = np.random.default_rng(0)
+    dw = rng.normal(size=(3, 3, 4, 1)).astype("float32")
+    dw[..., 1, :] = 0.0
+    pw = rng.normal(size=(1, 1, 4, 6)).astype("float32")
+    ref = keras.layers.SeparableConv2D(6, 3, padding="same", use_bias=False)
+    ref.build((None, 5, 5, 4))
+    ref.set_weights([dw, pw])
+    inner = keras.layers.SeparableConv2D.from_config(ref.get_config())
+    inner.build((None, 5, 5, 4))
+    inner.set_weights([dw, pw])
+    layer = QuantizeWrapper(inner, policy=QuantizationPolicy(8, 8, 8))
+    x = rng.uniform(0, 1, (2, 5, 5, 4)).astype("float32")
+    expected = ref(x).numpy()
+    np.testing.assert_allclose(layer(x, training=training).numpy(), expected,
+                               atol=0.02 * np.abs(expected).max())

@@ -265,6 +265,9 @@ int64_t RequantizeAvx512(const Layer& L, const AccT* acc, uint8_t* codes, float*
 
 template <typename AccT>
 int64_t Requantize(const Layer& L, const AccT* acc, uint8_t* codes, float* raw) {
+  if (std::is_same<AccT, int32_t>::value && codes != nullptr && raw == nullptr && !L.rq_v.empty()) {
+    return RequantizeVnni(L, reinterpret_cast<const int32_t*>(acc), codes);
+  }
   return HaveVnni() ? RequantizeAvx512(L, acc, codes, raw) : RequantizeBase(L, acc, codes, raw);
 }
 
@@ -286,13 +289,25 @@ int64_t RunWeighted(const Layer& L, const uint8_t* in, double density, Mode mode
         if (vnni) ConvEventVnni(L, in, reinterpret_cast<int32_t*>(acc), synops);
         else ConvEvent(L, in, acc, synops);
       } else {
-        if (vnni) ConvDenseVnni(L, in, reinterpret_cast<int32_t*>(acc), &s->col);
+        if (vnni) ConvDenseVnni(L, in, reinterpret_cast<int32_t*>(acc), &s->pad);
         else ConvDense(L, in, acc);
-        *synops = CountSynops(L, in, [&](int tap, int c) { return L.row_nnz[int64_t(tap) * L.in_c + c]; });
+        if (HaveVnni() && !L.syn_tab.empty()) *synops = TableSynops(L, in);
+        else *synops = CountSynops(L, in, [&](int tap, int c) { return L.row_nnz[int64_t(tap) * L.in_c + c]; });
       }
       break;
     case kDepthwise:
     case kSeparable: {
+      if (!event && std::is_same<AccT, int32_t>::value) {
+        int32_t* acc32 = reinterpret_cast<int32_t*>(acc);
+        if (L.kind == kSeparable && !L.w2_vnni.empty()) {
+          SeparableDenseVnni(L, in, acc32, &s->pad, &s->dw16, synops);
+          break;
+        }
+        if (L.kind == kDepthwise && !L.w_dw32.empty()) {
+          DepthwiseDenseVnni(L, in, acc32, &s->pad, synops);
+          break;
+        }
+      }
       AccT* dw = L.kind == kDepthwise ? acc : reinterpret_cast<AccT*>(s->acc2.data());
       if (event) {
         DepthwiseEvent(L, in, dw, synops);
@@ -321,7 +336,7 @@ int64_t RunWeighted(const Layer& L, const uint8_t* in, double density, Mode mode
         if (vnni) ConvEventVnni(L, in, reinterpret_cast<int32_t*>(acc), synops);
         else PointwiseEvent(in, 1, L.in_c, L.out_c, L.w.data(), L.row_nnz, acc, synops);
       } else {
-        if (vnni) ConvDenseVnni(L, in, reinterpret_cast<int32_t*>(acc), &s->col);
+        if (vnni) ConvDenseVnni(L, in, reinterpret_cast<int32_t*>(acc), &s->pad);
         else PointwiseDense(in, 1, L.in_c, L.out_c, L.w.data(), acc);
         *synops = PointwiseSynops(in, 1, L.in_c, L.row_nnz);
       }
@@ -393,6 +408,7 @@ void RunImage(const Program& P, const uint8_t* image, Mode mode, float* out,
   if (s->acc2.size() < P.max_elems) s->acc2.resize(P.max_elems);
   const uint8_t* cur = image;
   const int n = int(P.layers.size());
+  int64_t events_out = 0;
   for (int i = 0; i < n; ++i) {
     const Layer& L = P.layers[i];
 #ifdef KERAS_NNA_PROFILE
@@ -401,14 +417,16 @@ void RunImage(const Program& P, const uint8_t* image, Mode mode, float* out,
 #endif
     int64_t* st = stats + int64_t(i) * kNumStats;
     uint8_t* dst = s->act[i & 1].data();
-    const int64_t ev = CountNonZero(cur, L.in_elems);
+    // The previous layer wrote codes and counted their non-zeros.
+    const int64_t ev = i == 0 ? CountNonZero(cur, L.in_elems) : events_out;
     st[kEventsIn] = ev;
     st[kDenseMacs] = L.dense_macs;
     st[kWeightBytes] = L.weight_bytes;
     st[kActBytesIn] = std::min((L.in_elems * L.in_bits + 7) / 8, (ev * (L.in_bits + 16) + 7) / 8);
     const double density = L.in_elems ? double(ev) / double(L.in_elems) : 0.0;
     float* raw = (L.raw && i == n - 1) ? out : nullptr;
-    int64_t syn = 0, events_out = 0;
+    int64_t syn = 0;
+    events_out = 0;
     switch (L.kind) {
       case kConv: case kDepthwise: case kSeparable: case kDense:
         events_out = L.acc_wide ? RunWeighted<int64_t>(L, cur, density, mode, s, dst, raw, &syn)

@@ -42,7 +42,8 @@ struct Taps {  // (used by the event kernels)
 struct Scratch {
   std::vector<uint8_t> act[2];
   std::vector<int64_t> acc, acc2;  // int32 accumulators use the same storage
-  std::vector<uint8_t> col;        // SIMD dense path: gathered input patch
+  std::vector<uint8_t> pad;        // SIMD dense path: zero-padded input
+  std::vector<int16_t> dw16;       // SIMD SEPARABLE: depthwise stage output
 };
 
 // Runs one image (in_h*in_w*in_c codes, HWC) through the program. Writes the

@@ -85,6 +85,10 @@ struct Layer {
   std::vector<uint8_t> syn_ycls, syn_xcls;
   int syn_ncx = 0, syn_cpad = 0;
   int64_t syn_flush = 1;  // pixels between int32 lane flushes
+  // Kinds 1-4, codes output: m, n + 2^(sh-1), sh as int64 [3][out_c padded
+  // to 8] for the AVX-512 requantization. Empty when unused.
+  std::vector<int64_t> rq_v;
+  int rq_pad = 0;
   // Requantization, per output channel (kinds 1-4).
   std::vector<int32_t> rq_m;
   std::vector<int64_t> rq_n;

@@ -5,8 +5,7 @@
 // (channels zero-padded to a multiple of 4 per tap). One vpdpbusd then
 // multiplies 4 input codes (u8) of one pixel by the weights of 16 output
 // channels.
-//   Dense: each output position gathers its receptive field into a padded
-//     patch; 4 positions share every weight load.
+//   Dense: see simd_dense.cc.
 //   Event: each input pixel scatters, per tap that lands in the output, only
 //     its channel groups holding a non-zero code (work ~ events).
 #include "simd.h"
@@ -33,9 +32,13 @@ bool HaveVnni() {
 }
 
 void PrepareVnni(Layer* L) {
-  if (!(L->kind == kConv || L->kind == kDense) || L->acc_wide || !HaveVnni()) return;
+  if (!HaveVnni()) return;
+  PrepareDense(L);
+  if (!(L->kind == kConv || L->kind == kDense) || L->acc_wide) return;
   const int C = L->in_c, G = (C + 3) / 4, taps = L->kh * L->kw;
   const int O = L->out_c, OB = (O + 15) / 16;
+  const int64_t Wp = int64_t(L->in_w) + L->pad_left + L->pad_right;
+  if ((int64_t(L->in_h) + L->pad_top + L->pad_bottom) * Wp * 4 * G > kMaxTensorElements) return;
   L->vnni_k4 = int64_t(taps) * G;
   L->w_vnni.assign(size_t(OB) * L->vnni_k4 * 64, 0);
   for (int ob = 0; ob < OB; ++ob)
@@ -45,28 +48,13 @@ void PrepareVnni(Layer* L) {
           const size_t dst = ((size_t(ob) * taps + t) * G + c / 4) * 64 + o * 4 + c % 4;
           L->w_vnni[dst] = int8_t(L->w[(int64_t(t) * C + c) * O + ob * 16 + o]);
         }
+  L->vnni_offs.resize(L->vnni_k4);
+  for (int t = 0; t < taps; ++t)
+    for (int g = 0; g < G; ++g)
+      L->vnni_offs[int64_t(t) * G + g] = int32_t(((t / L->kw) * Wp + t % L->kw) * 4 * G + 4 * g);
 }
 
 namespace {
-
-// Receptive field of output position p, each tap's channels padded to 4*G.
-void Gather(const Layer& L, const uint8_t* in, int64_t p, uint8_t* patch, int G) {
-  const int C = L.in_c;
-  const int oy = int(p / L.out_w), ox = int(p % L.out_w);
-  uint8_t* dst = patch;
-  for (int ky = 0; ky < L.kh; ++ky) {
-    const int iy = oy * L.stride_h - L.pad_top + ky;
-    for (int kx = 0; kx < L.kw; ++kx, dst += 4 * G) {
-      const int ix = ox * L.stride_w - L.pad_left + kx;
-      if (iy < 0 || iy >= L.in_h || ix < 0 || ix >= L.in_w) {
-        std::memset(dst, 0, 4 * G);
-      } else {
-        std::memcpy(dst, in + (int64_t(iy) * L.in_w + ix) * C, C);
-        std::memset(dst + C, 0, 4 * G - C);
-      }
-    }
-  }
-}
 
 inline int32_t Load4(const uint8_t* p) {
   int32_t v;
@@ -80,46 +68,6 @@ inline __mmask16 TailMask(int O, int ob) {
 }
 
 }  // namespace
-
-__attribute__((target("avx512f,avx512bw,avx512vnni")))
-void ConvDenseVnni(const Layer& L, const uint8_t* in, int32_t* acc, std::vector<uint8_t>* col) {
-  constexpr int P = 4;
-  const int G = (L.in_c + 3) / 4;
-  const int64_t K4 = L.vnni_k4;
-  const int O = L.out_c, OB = (O + 15) / 16;
-  const int64_t positions = int64_t(L.out_h) * L.out_w;
-  const size_t stride = size_t(K4) * 4;
-  if (col->size() < P * stride) col->resize(P * stride);
-  uint8_t* patch = col->data();
-  const int8_t* W = L.w_vnni.data();
-  for (int64_t p0 = 0; p0 < positions; p0 += P) {
-    const int n = int(std::min<int64_t>(P, positions - p0));
-    for (int t = 0; t < P; ++t) {
-      if (t < n) Gather(L, in, p0 + t, patch + t * stride, G);
-      else std::memset(patch + t * stride, 0, stride);
-    }
-    const uint8_t* c0 = patch;
-    const uint8_t* c1 = patch + stride;
-    const uint8_t* c2 = patch + 2 * stride;
-    const uint8_t* c3 = patch + 3 * stride;
-    for (int ob = 0; ob < OB; ++ob) {
-      __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
-      const int8_t* wb = W + size_t(ob) * K4 * 64;
-      for (int64_t g = 0; g < K4; ++g) {
-        const __m512i w = _mm512_loadu_si512(wb + g * 64);
-        a0 = _mm512_dpbusd_epi32(a0, _mm512_set1_epi32(Load4(c0 + 4 * g)), w);
-        a1 = _mm512_dpbusd_epi32(a1, _mm512_set1_epi32(Load4(c1 + 4 * g)), w);
-        a2 = _mm512_dpbusd_epi32(a2, _mm512_set1_epi32(Load4(c2 + 4 * g)), w);
-        a3 = _mm512_dpbusd_epi32(a3, _mm512_set1_epi32(Load4(c3 + 4 * g)), w);
-      }
-      const __mmask16 mask = TailMask(O, ob);
-      const __m512i a[P] = {a0, a1, a2, a3};
-      for (int t = 0; t < n; ++t) {
-        _mm512_mask_storeu_epi32(acc + (p0 + t) * O + ob * 16, mask, a[t]);
-      }
-    }
-  }
-}
 
 __attribute__((target("avx512f,avx512bw,avx512vnni")))
 void ConvEventVnni(const Layer& L, const uint8_t* in, int32_t* acc, int64_t* synops) {
