@@ -3,9 +3,6 @@
 #include "kernels.h"
 
 #include <algorithm>
-#ifdef KERAS_NNA_PROFILE
-#include <chrono>
-#endif
 #include <cmath>
 #include <cstring>
 
@@ -16,16 +13,17 @@ namespace {
 
 // Auto mode: the event kernel runs when the fraction of non-zero inputs is
 // below a threshold per kernel family. Measured on a shared 2-core Zen4 (noisy;
-// 48x48x32 3x3 conv, 48x48x64 depthwise/separable, 1 thread):
+// AkidaNet 0.25 layers at ~45 % density, 1 thread):
 //   - scalar conv / pointwise / dense: the event kernel has the same inner loop
 //     as the dense one and skips zeros, so it is never slower: always event.
-//   - VNNI conv/dense (int32 accumulation): event ~ dense at full density,
-//     dense ahead by up to ~1.5x at 30-50 % density in some runs: event below 50 %.
-//   - depthwise: dense vectorises over channels, event scatters one MAC at a
-//     time: dense wins down to ~10 % density.
+//   - AVX-512 (int32 accumulation): the register-blocked dense kernels
+//     (simd_dense.cc) run conv, separable and depthwise layers ~8-12x faster
+//     than the event kernels at ~45 % density; event cost is linear in the
+//     events, so it wins only below a few percent.
 constexpr double kAutoDensityScalar = 1.01;
-constexpr double kAutoDensityVnni = 0.5;
-constexpr double kAutoDensityDepthwise = 0.1;
+constexpr double kAutoDensityVnni = 0.04;
+constexpr double kAutoDensityDepthwise = 0.1;     // scalar depthwise / separable
+constexpr double kAutoDensityDepthwiseVnni = 0.03;
 
 int64_t CountNonZero(const uint8_t* p, int64_t n) {
   int64_t c = 0;
@@ -281,7 +279,10 @@ int64_t RunWeighted(const Layer& L, const uint8_t* in, double density, Mode mode
     if (mode != Mode::kAuto) return mode == Mode::kEvent;
     return d < threshold;
   };
-  const bool event = use_event(density, L.kind == kDepthwise || L.kind == kSeparable ? kAutoDensityDepthwise
+  const bool dw_vnni = std::is_same<AccT, int32_t>::value &&
+                       (L.kind == kSeparable ? !L.w2_vnni.empty() : !L.w_dw32.empty());
+  const bool event = use_event(density, L.kind == kDepthwise || L.kind == kSeparable
+                                            ? (dw_vnni ? kAutoDensityDepthwiseVnni : kAutoDensityDepthwise)
                                         : vnni ? kAutoDensityVnni : kAutoDensityScalar);
   switch (L.kind) {
     case kConv:
@@ -297,16 +298,11 @@ int64_t RunWeighted(const Layer& L, const uint8_t* in, double density, Mode mode
       break;
     case kDepthwise:
     case kSeparable: {
-      if (!event && std::is_same<AccT, int32_t>::value) {
+      if (!event && dw_vnni) {
         int32_t* acc32 = reinterpret_cast<int32_t*>(acc);
-        if (L.kind == kSeparable && !L.w2_vnni.empty()) {
-          SeparableDenseVnni(L, in, acc32, &s->pad, &s->dw16, synops);
-          break;
-        }
-        if (L.kind == kDepthwise && !L.w_dw32.empty()) {
-          DepthwiseDenseVnni(L, in, acc32, &s->pad, synops);
-          break;
-        }
+        if (L.kind == kSeparable) SeparableDenseVnni(L, in, acc32, &s->pad, &s->dw16, synops);
+        else DepthwiseDenseVnni(L, in, acc32, &s->pad, synops);
+        break;
       }
       AccT* dw = L.kind == kDepthwise ? acc : reinterpret_cast<AccT*>(s->acc2.data());
       if (event) {
@@ -411,10 +407,6 @@ void RunImage(const Program& P, const uint8_t* image, Mode mode, float* out,
   int64_t events_out = 0;
   for (int i = 0; i < n; ++i) {
     const Layer& L = P.layers[i];
-#ifdef KERAS_NNA_PROFILE
-    extern double g_layer_ns[];
-    auto prof_t0 = std::chrono::steady_clock::now();
-#endif
     int64_t* st = stats + int64_t(i) * kNumStats;
     uint8_t* dst = s->act[i & 1].data();
     // The previous layer wrote codes and counted their non-zeros.
@@ -443,9 +435,6 @@ void RunImage(const Program& P, const uint8_t* image, Mode mode, float* out,
     st[kSynops] = syn;
     st[kEventsOut] = events_out;
     cur = dst;
-#ifdef KERAS_NNA_PROFILE
-    g_layer_ns[i] += std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - prof_t0).count();
-#endif
   }
   const Layer& last = P.layers.back();
   if (!last.raw) {

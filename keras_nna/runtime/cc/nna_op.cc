@@ -158,11 +158,13 @@ class NnaRunOp : public OpKernel {
     int64_t cost = 1000;
     for (const Layer& L : p->layers) cost += L.dense_macs + L.in_elems;
     auto work = [&](int64_t begin, int64_t end) {
-      Scratch scratch;
+      // Work buffers live per thread across calls: no allocation per image or call.
+      static thread_local Scratch scratch;
       for (int64_t i = begin; i < end; ++i) {
         RunImage(*p, img + i * in_elems, mode, out + i * out_elems,
                  st + i * n_layers * kNumStats, &scratch);
       }
+      if (scratch.acc.size() > (size_t(1) << 23)) scratch = Scratch();  // don't hold > ~64 MB
     };
     auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
     pool->ParallelFor(n, cost, work);

@@ -78,15 +78,17 @@ struct Layer {
   std::vector<int16_t> w2_vnni;
   std::vector<int32_t> w_dw32, row2_nnz16;
   uint64_t inner_max = 0;  // SEPARABLE: worst |depthwise acc|
-  // Synops of the dense kernels by table (conv kinds): an event at (y, x, c)
-  // meets syn_tab[(syn_ycls[y]*syn_ncx + syn_xcls[x])*in_c + c] non-zero
-  // weights (channels padded to 16). Empty when unused.
+  // Synops of the dense kernels by table (conv kinds): an event at byte j of
+  // input row y meets syn_tab[syn_ycls[y]*syn_row + j] non-zero weights (rows
+  // padded to 64 bytes). Empty when unused. syn_cpad: in_c padded to 16.
   std::vector<int32_t> syn_tab;
-  std::vector<uint8_t> syn_ycls, syn_xcls;
-  int syn_ncx = 0, syn_cpad = 0;
-  int64_t syn_flush = 1;  // pixels between int32 lane flushes
-  // Kinds 1-4, codes output: m, n + 2^(sh-1), sh as int64 [3][out_c padded
-  // to 8] for the AVX-512 requantization. Empty when unused.
+  std::vector<uint8_t> syn_ycls;
+  int64_t syn_row = 0;
+  int syn_cpad = 0;
+  int64_t syn_flush = 1;  // 64-byte steps between int32 lane flushes
+  // Kinds 1-4, codes output: m, n + 2^(sh-1), sh as int64 [3][rq_pad] for
+  // the AVX-512 requantization, channel o at o % rq_pad (tiled to 16 when
+  // out_c divides 16). Empty when unused.
   std::vector<int64_t> rq_v;
   int rq_pad = 0;
   // Requantization, per output channel (kinds 1-4).

@@ -51,17 +51,20 @@ bool TapClasses(int in, int k, int stride, int pad, int out, std::vector<uint8_t
 
 bool BuildSynopsTable(Layer* L) {
   std::vector<uint32_t> my, mx;
+  std::vector<uint8_t> xcls;
   if (!TapClasses(L->in_h, L->kh, L->stride_h, L->pad_top, L->out_h, &L->syn_ycls, &my) ||
-      !TapClasses(L->in_w, L->kw, L->stride_w, L->pad_left, L->out_w, &L->syn_xcls, &mx)) {
+      !TapClasses(L->in_w, L->kw, L->stride_w, L->pad_left, L->out_w, &xcls, &mx)) {
     return false;
   }
-  const int C = L->in_c, CP = (C + 15) / 16 * 16;
-  if (int64_t(my.size()) * int64_t(mx.size()) * CP > (int64_t(1) << 22)) return false;
-  L->syn_ncx = int(mx.size());
-  L->syn_cpad = CP;
-  L->syn_tab.assign(my.size() * mx.size() * CP, 0);
+  const int C = L->in_c;
+  const int64_t row = (int64_t(L->in_w) * C + 63) / 64 * 64;
+  if (int64_t(my.size()) * row > (int64_t(1) << 22)) return false;
+  L->syn_cpad = (C + 15) / 16 * 16;
+  L->syn_row = row;
+  L->syn_tab.assign(my.size() * row, 0);
+  std::vector<int32_t> t(mx.size() * C);
   int64_t tmax = 1;
-  for (size_t cy = 0; cy < my.size(); ++cy)
+  for (size_t cy = 0; cy < my.size(); ++cy) {
     for (size_t cx = 0; cx < mx.size(); ++cx)
       for (int c = 0; c < C; ++c) {
         int64_t s = 0;
@@ -73,10 +76,13 @@ bool BuildSynopsTable(Layer* L) {
             s += L->kind == kConv ? L->row_nnz[r] : int64_t(L->w[r] != 0);
           }
         }
-        L->syn_tab[(cy * mx.size() + cx) * CP + c] = int32_t(s);
+        t[cx * C + c] = int32_t(s);
         tmax = std::max(tmax, s);
       }
-  L->syn_flush = std::max<int64_t>(1, INT_MAX / (tmax * (CP / 16)));
+    for (int x = 0; x < L->in_w; ++x)
+      std::memcpy(&L->syn_tab[cy * row + int64_t(x) * C], &t[size_t(xcls[x]) * C], sizeof(int32_t) * C);
+  }
+  L->syn_flush = std::max<int64_t>(1, INT_MAX / tmax);
   return true;
 }
 
@@ -84,13 +90,16 @@ bool BuildSynopsTable(Layer* L) {
 
 void PrepareDense(Layer* L) {
   if (L->kind >= kConv && L->kind <= kDense && !L->raw) {
-    const int OP = (L->out_c + 7) / 8 * 8;
-    L->rq_pad = OP;
-    L->rq_v.assign(3 * size_t(OP), 0);
-    for (int o = 0; o < L->out_c; ++o) {
-      L->rq_v[o] = L->rq_m[o];
-      L->rq_v[OP + o] = L->rq_n[o] + (int64_t(1) << (L->rq_sh[o] - 1));  // |n| < 2^53: no overflow
-      L->rq_v[2 * OP + o] = L->rq_sh[o];
+    const int O = L->out_c;
+    const int P = O % 16 == 0 ? O : 16 % O == 0 ? 16 : (O + 15) / 16 * 16;
+    L->rq_pad = P;
+    L->rq_v.assign(3 * size_t(P), 0);
+    for (int i = 0; i < P; ++i) {
+      const int o = i % O;
+      if (P % O != 0 && i >= O) break;
+      L->rq_v[i] = L->rq_m[o];
+      L->rq_v[P + i] = L->rq_n[o] + (int64_t(1) << (L->rq_sh[o] - 1));  // |n| < 2^53: no overflow
+      L->rq_v[2 * P + i] = L->rq_sh[o];
     }
   }
   const bool conv = L->kind == kConv || L->kind == kDepthwise || L->kind == kSeparable;
@@ -303,46 +312,73 @@ KNNA_TARGET void DepthwiseStage(const Layer& L, const uint8_t* pad, int32_t* acc
 }  // namespace
 
 KNNA_TARGET int64_t TableSynops(const Layer& L, const uint8_t* in) {
-  const int C = L.in_c, CP = L.syn_cpad;
-  const int32_t* T = L.syn_tab.data();
-  __m512i v = _mm512_setzero_si512();
+  const int64_t bytes = int64_t(L.in_w) * L.in_c;
+  __m512i v[4];
+  for (auto& x : v) x = _mm512_setzero_si512();
   int64_t total = 0, left = L.syn_flush;
   for (int y = 0; y < L.in_h; ++y) {
-    const int32_t* trow = T + int64_t(L.syn_ycls[y]) * L.syn_ncx * CP;
-    for (int x = 0; x < L.in_w; ++x) {
-      const int32_t* t = trow + int64_t(L.syn_xcls[x]) * CP;
-      const uint8_t* px = in + (int64_t(y) * L.in_w + x) * C;
-      for (int c0 = 0; c0 < C; c0 += 16) {
-        const __m128i q = _mm_maskz_loadu_epi8(Tail16(C - c0), px + c0);
-        v = _mm512_mask_add_epi32(v, _mm_test_epi8_mask(q, q), v, _mm512_loadu_si512(t + c0));
+    const int32_t* t = L.syn_tab.data() + L.syn_ycls[y] * L.syn_row;
+    const uint8_t* px = in + y * bytes;
+    for (int64_t j = 0; j < bytes; j += 64) {
+      const __mmask64 tail = bytes - j >= 64 ? ~__mmask64(0) : (__mmask64(1) << (bytes - j)) - 1;
+      const __m512i q = _mm512_maskz_loadu_epi8(tail, px + j);
+      const __mmask64 nz = _mm512_test_epi8_mask(q, q);
+      for (int k = 0; k < 4; ++k) {
+        v[k] = _mm512_mask_add_epi32(v[k], __mmask16(nz >> (16 * k)), v[k], _mm512_loadu_si512(t + j + 16 * k));
       }
-      if (--left == 0) total += ReduceLanes(v), v = _mm512_setzero_si512(), left = L.syn_flush;
+      if (--left == 0) {
+        for (auto& x : v) total += ReduceLanes(x), x = _mm512_setzero_si512();
+        left = L.syn_flush;
+      }
     }
   }
-  return total + ReduceLanes(v);
+  for (auto& x : v) total += ReduceLanes(x);
+  return total;
 }
 
 KNNA_TARGET int64_t RequantizeVnni(const Layer& L, const int32_t* acc, uint8_t* codes) {
-  const int O = L.out_c, OP = L.rq_pad;
-  const int64_t positions = int64_t(L.out_h) * L.out_w;
-  const int64_t *M = L.rq_v.data(), *N = M + OP, *S = N + OP;
-  const __m512i qmax = _mm512_set1_epi64((int64_t(1) << L.out_bits) - 1), zero = _mm512_setzero_si512();
-  const __m512i one = _mm512_set1_epi64(1);
-  __m512i ev = zero;
-  for (int64_t p = 0; p < positions; ++p) {
-    const int32_t* a = acc + p * O;
-    uint8_t* q = codes + p * O;
-    for (int o = 0; o < O; o += 8) {
-      const __mmask8 m = O - o >= 8 ? __mmask8(0xFF) : __mmask8((1u << (O - o)) - 1);
-      const __m512i x = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(m, a + o));
-      const __m512i z = _mm512_add_epi64(_mm512_mul_epi32(x, _mm512_loadu_si512(M + o)), _mm512_loadu_si512(N + o));
-      __m512i v = _mm512_srav_epi64(z, _mm512_loadu_si512(S + o));
-      v = _mm512_min_epi64(_mm512_max_epi64(v, zero), qmax);
-      _mm512_mask_cvtepi64_storeu_epi8(q + o, m, v);
-      ev = _mm512_mask_add_epi64(ev, _mm512_mask_test_epi64_mask(m, v, v), ev, one);
+  const int O = L.out_c, P = L.rq_pad;
+  const int64_t* R = L.rq_v.data();
+  const bool narrow = L.out_bits <= 7;
+  const __m128i qmax = _mm_set1_epi8(char((1 << L.out_bits) - 1)), zero = _mm_setzero_si128();
+  int64_t events = 0;
+  // 16 accumulators with parameters at prm (m), prm + P (n + half), prm + 2P (sh).
+  auto chunk = [&](const int32_t* a, uint8_t* q, const int64_t* prm, __mmask16 m) KNNA_TARGET {
+    const __m512i x = _mm512_maskz_loadu_epi32(m, a);
+    __m512i z[2];
+    for (int h = 0; h < 2; ++h) {
+      const __m512i xh = _mm512_cvtepi32_epi64(h ? _mm512_extracti64x4_epi64(x, 1) : _mm512_castsi512_si256(x));
+      const __m512i zh = _mm512_add_epi64(_mm512_mul_epi32(xh, _mm512_loadu_si512(prm + 8 * h)),
+                                          _mm512_loadu_si512(prm + P + 8 * h));
+      z[h] = _mm512_srav_epi64(zh, _mm512_loadu_si512(prm + 2 * P + 8 * h));
     }
+    __m128i b;
+    if (narrow) {  // signed saturation keeps order and [0, qmax] within int8
+      b = _mm_unpacklo_epi64(_mm512_cvtsepi64_epi8(z[0]), _mm512_cvtsepi64_epi8(z[1]));
+      b = _mm_min_epi8(_mm_max_epi8(b, zero), qmax);
+    } else {  // 8-bit codes: clamp below at 0, unsigned saturation at 255
+      const __m512i z0 = _mm512_setzero_si512();
+      b = _mm_unpacklo_epi64(_mm512_cvtusepi64_epi8(_mm512_max_epi64(z[0], z0)),
+                             _mm512_cvtusepi64_epi8(_mm512_max_epi64(z[1], z0)));
+    }
+    _mm_mask_storeu_epi8(q, m, b);
+    events += __builtin_popcount(_mm_mask_test_epi8_mask(m, b, b));
+  };
+  const int64_t positions = int64_t(L.out_h) * L.out_w;
+  if (P % O == 0) {  // flat: element e has channel e % O, parameters at e % P
+    const int64_t total = positions * O;
+    int64_t pi = 0;
+    for (int64_t e = 0; e < total; e += 16) {
+      chunk(acc + e, codes + e, R + pi, total - e >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (total - e)) - 1));
+      pi += 16;
+      if (pi == P) pi = 0;
+    }
+  } else {
+    for (int64_t p = 0; p < positions; ++p)
+      for (int o = 0; o < O; o += 16)
+        chunk(acc + p * O + o, codes + p * O + o, R + o, O - o >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (O - o)) - 1));
   }
-  return _mm512_reduce_add_epi64(ev);
+  return events;
 }
 
 KNNA_TARGET void ConvDenseVnni(const Layer& L, const uint8_t* in, int32_t* acc,
