@@ -12,7 +12,7 @@ filters are pruned (BatchNorm-gamma criterion, then physically removed) down
 to about the baseline's (alpha 0.25) cost — does it beat the baseline's
 accuracy at equal cost?
 
-    python tutorials/tradeoff.py            # ~10-15 min on 2 cores
+    python tutorials/tradeoff.py            # ~30-40 min on 2 cores (alpha 1.0 dominates)
     python tutorials/tradeoff.py --quick
 
 Writes `tradeoff.json` and `tradeoff_<cost>.png` into `--out_dir`.
