@@ -16,7 +16,11 @@ the regularizer returns sums over the batch):
 model in one call (``keras.layers.ReLU``, ``Activation("relu")`` and layers with
 ``activation="relu"``), optionally weighting each layer by the cost of its events
 (``weighting="cost"``: MACs an event triggers in the consuming layers, normalised to
-mean 1, see :func:`keras_nna.sparsity.event_fan_out`). Call it before ``compile``.
+mean 1, see :func:`keras_nna.sparsity.event_fan_out`) or by its size
+(``weighting="events"``: activations per sample, normalised to mean 1, so every
+event costs the same wherever it is and the loss follows the total event count the
+accelerator sees — the per-element means alone under-weight the large early maps).
+Call it before ``compile``.
 
 Measured here (sklearn digits 8×8, 1437 train / 360 test images, Rescaling(1/16) →
 [Conv2D(no bias) → BN(momentum 0.9) → ReLU] × 4 with 16, 32, 32 (stride 2), 64
@@ -180,8 +184,9 @@ def add_activity_regularization(model, l1=0.0, l2=0.0, hoyer=0.0, weighting=None
         l1: L1 strength (per element). Defaults to `0.0`.
         l2: L2 strength (per element). Defaults to `0.0`.
         hoyer: Hoyer-square strength. Defaults to `0.0`.
-        weighting: `None` (same strength everywhere) or `"cost"` (strength × events'
-            fan-out in MACs, normalised to mean 1). Defaults to `None`.
+        weighting: `None` (same strength everywhere), `"cost"` (strength × events'
+            fan-out in MACs) or `"events"` (strength × activations per sample), both
+            normalised to mean 1 over the regularized layers. Defaults to `None`.
 
     Returns:
         Dict `{layer name: ActivityRegularizer}` that was attached.
@@ -198,8 +203,8 @@ def add_activity_regularization(model, l1=0.0, l2=0.0, hoyer=0.0, weighting=None
     {'r': <ActivityRegularizer l1=0.01 l2=0 hoyer=0>}
     """
     _check_strength(l1=l1, l2=l2, hoyer=hoyer)
-    if weighting not in (None, "cost"):
-        raise ValueError(f"Unknown `weighting`={weighting!r}. Expected None or 'cost'.")
+    if weighting not in (None, "cost", "events"):
+        raise ValueError(f"Unknown `weighting`={weighting!r}. Expected None, 'cost' or 'events'.")
     names = relu_layers(model)
     if not names:
         raise ValueError(f"Model {model.name!r} has no ReLU output to regularize (expected "
@@ -208,6 +213,9 @@ def add_activity_regularization(model, l1=0.0, l2=0.0, hoyer=0.0, weighting=None
     if weighting == "cost":
         graph = layer_graph(model)
         factors = _normalised({n: event_fan_out(graph, n) for n in names})
+    elif weighting == "events":
+        graph = layer_graph(model)
+        factors = _normalised({n: float(np.prod(graph.output_shape(n)[1:])) for n in names})
     attached = {}
     layers = {l.name: l for l in iter_layers(model)}
     for n in names:

@@ -93,6 +93,17 @@ def test_cost_weighting_follows_fan_out():
     np.testing.assert_allclose([attached[f"relu{i}"].l1 for i in range(3)], fan / fan.mean(), rtol=1e-6)
 
 
+def test_events_weighting_follows_map_size():
+    model = small_cnn()
+    attached = add_activity_regularization(model, hoyer=1.0, l1=2.0, weighting="events")
+    # relu0 8x8x8, relu1 8x8x16, relu2 4x4x16 (stride 2) activations per sample.
+    size = np.array([512.0, 1024.0, 256.0])
+    np.testing.assert_allclose([attached[f"relu{i}"].hoyer for i in range(3)], size / size.mean(),
+                               rtol=1e-6)
+    np.testing.assert_allclose([attached[f"relu{i}"].l1 for i in range(3)], 2 * size / size.mean(),
+                               rtol=1e-6)
+
+
 def test_gamma_and_weight_regularization():
     model = small_cnn()
     strengths = add_gamma_regularization(model, l1=1e-3, weighting="flops")
