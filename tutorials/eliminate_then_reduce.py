@@ -109,29 +109,28 @@ def _run_stage(stage, distill, base, teacher, data, args, policy):
     keras.utils.set_random_seed(1)
     step = policy.resolve("any")["activation_step"]
     info = {"stage": stage, "distillation": distill}
-    if stage == "baseline":
-        model = base
-    else:
-        model = _clone(base)
-        prune = stage in ("pruning", "both")
-        if prune:
-            pruned = sparsity.prune_filters(model, args.filter_sparsity, criterion="bn_gamma",
-                                            scope="layer")
-            before = model.count_params()
-            model = sparsity.remove_pruned_filters(model)
-            info["filters_removed"] = int(sum(pruned.values()))
-            info["float_params_before_surgery"] = int(before)
-        if stage in ("regularizer", "both"):
-            sparsity.add_activity_regularization(model, l1=args.l1, hoyer=args.hoyer)
+    # Every stage, the baseline included, starts from the same trained float model
+    # and gets the same fine-tune and QAT epochs: rows differ only in what is added.
+    model = _clone(base)
+    prune = stage in ("pruning", "both")
+    if prune:
+        pruned = sparsity.prune_filters(model, args.filter_sparsity, criterion="bn_gamma",
+                                        scope="layer")
+        before = model.count_params()
+        model = sparsity.remove_pruned_filters(model)
+        info["filters_removed"] = int(sum(pruned.values()))
+        info["float_params_before_surgery"] = int(before)
+    if stage in ("regularizer", "both"):
+        sparsity.add_activity_regularization(model, l1=args.l1, hoyer=args.hoyer,
+                                             weighting=args.weighting)
 
-        def callbacks():
-            if not prune:
-                return []
-            return [sparsity.PruneCallback(sparsity.ConstantSparsity(args.weight_sparsity),
-                                           exclude_first=True)]
+    def callbacks():
+        if not prune:
+            return []
+        return [sparsity.PruneCallback(sparsity.ConstantSparsity(args.weight_sparsity),
+                                       exclude_first=True)]
 
-        _train(model, x, y, args.ft_epochs, args.ft_lr, callbacks(),
-               teacher if distill else None, args)
+    _train(model, x, y, args.ft_epochs, args.ft_lr, callbacks(), teacher if distill else None, args)
     info["float_params"] = int(model.count_params())
     info["float_accuracy"] = round(common.accuracy(model, xt, yt), 4)
     info["grid_events"] = round(_grid_events(model, xt[:args.deploy_images], step), 1)
@@ -139,18 +138,50 @@ def _run_stage(stage, distill, base, teacher, data, args, policy):
     # quantize_model moves each ReLU's activity regularizer onto its QuantizeWrapper.
     info["qat_regularizers"] = sum(getattr(l, "activity_regularizer", None) is not None
                                    for l in qmodel.layers)
-    qat_callbacks = []
-    if stage in ("pruning", "both"):
-        qat_callbacks = [sparsity.PruneCallback(sparsity.ConstantSparsity(args.weight_sparsity),
-                                                exclude_first=True)]
-    _train(qmodel, x, y, args.qat_epochs, args.qat_lr, qat_callbacks,
-           teacher if distill else None, args)
+    _train(qmodel, x, y, args.qat_epochs, args.qat_lr, callbacks(), teacher if distill else None,
+           args)
     info["weight_sparsity"] = round(_weight_sparsity(qmodel), 4)
     info["accuracy"] = round(common.accuracy(qmodel, xt, yt), 4)
-    deployed, _, stats = common.deploy(qmodel, xt, yt, max_images=args.deploy_images)
+    deployed, program, stats = common.deploy(qmodel, xt, yt, max_images=args.deploy_images)
     info.update(deployed)
     info["input_events"] = float(stats[:, 0, 0].mean())
+    # Events each layer receives (its input's non-zero codes), mean per inference.
+    info["events_per_layer"] = {rec.name: round(float(v), 1)
+                                for rec, v in zip(program.layers, stats[:, :, 0].mean(0))}
     return info
+
+
+def _data(args):
+    if args.quick:
+        return common.fashion_mnist(True)
+    return common.fashion_mnist(False, limit_train=args.train, limit_test=args.test)
+
+
+def _stage_job(stage, distill, base_path, args, threads=None):
+    """Runs one stage from the saved float model (in this process or a worker)."""
+    if threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    import keras
+
+    import keras_nna  # noqa: F401 - registers the layers for load_model
+    from keras_nna.quantization import QuantizationPolicy
+
+    t0 = time.time()
+    x, y, xt, yt = _data(args)
+    base = keras.models.load_model(base_path)
+    # A separate frozen copy as teacher (Distiller sets teacher.trainable = False,
+    # which clone_model would copy into the students).
+    teacher = _clone(base) if distill else None
+    policy = QuantizationPolicy(weight_bits=4, activation_bits=4, first_layer_weight_bits=8)
+    row = _run_stage(stage, distill, base, teacher, (x, y, xt, yt), args, policy)
+    row["seconds"] = round(time.time() - t0, 1)
+    common.log(f"{_label(row)}: float {row['float_accuracy']:.4f}, QAT {row['accuracy']:.4f}, "
+               f"{row['events']:,.0f} events, {row['synops']:,.0f} synops, "
+               f"{row['program_bytes']:,} B, bit-exact {row['bit_exact']} ({row['seconds']:.0f} s)")
+    return row
 
 
 def _weight_sparsity(model):
@@ -178,6 +209,8 @@ def main(argv=None):
     parser.add_argument("--qat_lr", type=float, default=5e-4)
     parser.add_argument("--hoyer", type=float, default=0.6, help="Hoyer strength per ReLU")
     parser.add_argument("--l1", type=float, default=0.06, help="L1 strength per ReLU")
+    parser.add_argument("--weighting", default=None, choices=("cost", "events"),
+                        help="per-layer regularizer strength (default: the same everywhere)")
     parser.add_argument("--filter_sparsity", type=float, default=0.3,
                         help="fraction of filters removed per layer (BN-gamma criterion)")
     parser.add_argument("--weight_sparsity", type=float, default=0.5)
@@ -185,6 +218,10 @@ def main(argv=None):
     parser.add_argument("--kd_alpha", type=float, default=0.5,
                         help="weight of the hard-label loss in distillation")
     parser.add_argument("--deploy_images", type=int, default=1000)
+    parser.add_argument("--train", type=int, default=60000, help="training images (at most 60,000)")
+    parser.add_argument("--test", type=int, default=10000, help="test images (at most 10,000)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="stages run in this many processes (one TF thread each)")
     parser.add_argument("--stages", default=None,
                         help="comma-separated subset, e.g. 'regularizer+kd,both+kd' (the baseline "
                              "always runs first)")
@@ -197,18 +234,14 @@ def main(argv=None):
     import keras
 
     from keras_nna.models import AkidaNet
-    from keras_nna.quantization import QuantizationPolicy
 
     keras.utils.set_random_seed(0)
-    x, y, xt, yt = common.fashion_mnist(args.quick)
-    policy = QuantizationPolicy(weight_bits=4, activation_bits=4, first_layer_weight_bits=8)
+    x, y, xt, yt = _data(args)
     base = AkidaNet(input_shape=x.shape[1:], alpha=args.alpha, classes=10, bn_momentum=0.9)
     common.fit(base, x, y, args.epochs)
-    common.log(f"float baseline: accuracy {common.accuracy(base, xt, yt):.4f}")
-    # A separate frozen copy as teacher (Distiller sets teacher.trainable = False,
-    # which clone_model would copy into the students).
-    teacher = _clone(base)
-    rows = []
+    common.log(f"float model: accuracy {common.accuracy(base, xt, yt):.4f}")
+    base_path = os.path.join(args.out_dir, "float_model.keras")
+    base.save(base_path)
     # --quick (the smoke test) runs the baseline and the stage that exercises everything.
     stages = (STAGES[0], STAGES[-1]) if args.quick else STAGES
     if args.stages:
@@ -217,15 +250,15 @@ def main(argv=None):
         if wanted - known:
             parser.error(f"unknown stages {sorted(wanted - known)}; choose from {sorted(known)}")
         stages = [STAGES[0]] + [(s, d) for s, d in STAGES[1:] if f"{s}{'+kd' if d else ''}" in wanted]
-    for stage, distill in stages:
-        t0 = time.time()
-        row = _run_stage(stage, distill, base, teacher, (x, y, xt, yt), args, policy)
-        row["seconds"] = round(time.time() - t0, 1)
-        rows.append(row)
-        common.log(f"{stage}{' + KD' if distill else ''}: float {row['float_accuracy']:.4f}, "
-                   f"QAT {row['accuracy']:.4f}, {row['events']:,.0f} events, "
-                   f"{row['synops']:,.0f} synops, {row['program_bytes']:,} B, "
-                   f"bit-exact {row['bit_exact']} ({row['seconds']:.0f} s)")
+    jobs = [(stage, distill, base_path, args) for stage, distill in stages]
+    if args.jobs > 1:
+        import multiprocessing
+
+        # Fresh interpreters (spawn): TensorFlow does not survive fork.
+        with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+            rows = pool.starmap(_stage_job, [j + (1,) for j in jobs])
+    else:
+        rows = [_stage_job(*j) for j in jobs]
     base_row = rows[0]
     for r in rows:
         r["event_reduction"] = base_row["events"] / r["events"] if r["events"] else float("inf")
