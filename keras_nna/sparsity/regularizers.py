@@ -22,6 +22,18 @@ event costs the same wherever it is and the loss follows the total event count t
 accelerator sees — the per-element means alone under-weight the large early maps).
 Call it before ``compile``.
 
+Keep the sparse activations inside the quantized range: Hoyer makes the few
+surviving activations *larger*, and above the top of the 4-bit range (3.75 with
+keras_nna's default step 0.25) QAT clips them. With ``max_value`` the helper also caps
+each regularized ``keras.layers.ReLU`` at the top of that range (a float, or a
+:class:`keras_nna.quantization.QuantizationPolicy` for each layer's own range), so
+the float fine-tune already trains the network the accelerator will run. Measured
+(Fashion-MNIST 60k / 5k, AkidaNet 0.25 at 28×28, ``hoyer=1.2, l1=0.12`` with
+distillation, 5 fine-tune + 2 QAT epochs): uncapped, QAT lost 1.8 points (float 0.892
+→ 4-bit 0.875, 2,521 events per image); capped, 0.3 (0.892 → 0.889, 2,442 events).
+In a shorter run (20k images, 3 epochs) 3 % of the uncapped events were above 3.75
+(largest 12.9), against 0.15 % without the regularizer.
+
 Measured here (sklearn digits 8×8, 1437 train / 360 test images, Rescaling(1/16) →
 [Conv2D(no bias) → BN(momentum 0.9) → ReLU] × 4 with 16, 32, 32 (stride 2), 64
 filters → GAP → Dense(10), Adam 3e-3, 30 epochs, batch 64, seed 0; "q-zeros" =
@@ -176,7 +188,42 @@ def _normalised(weights):
     return {k: v / mean if mean > 0 else 1.0 for k, v in weights.items()}
 
 
-def add_activity_regularization(model, l1=0.0, l2=0.0, hoyer=0.0, weighting=None):
+def _range_top(policy, graph, relu_name):
+    """Top of the quantized range of the layer a ReLU will be fused into."""
+    name = relu_name
+    while graph.producers.get(name):
+        name = graph.producers[name][0]
+        kind = type(inner_layer(graph.layers[name])).__name__
+        if kind not in ("BatchNormalization", "Dropout", "Identity"):
+            break
+    spec = policy.resolve(name)
+    return (2 ** spec["activation_bits"] - 1) * spec["activation_step"]
+
+
+def _cap_relus(model, names, max_value):
+    layers = {l.name: l for l in iter_layers(model)}
+    not_relu_layers = [n for n in names if not isinstance(inner_layer(layers[n]), keras.layers.ReLU)]
+    if not_relu_layers:
+        raise ValueError(f"`max_value` caps keras.layers.ReLU layers only; {not_relu_layers} apply "
+                         "ReLU as an activation. Build the model with separate keras.layers.ReLU "
+                         "layers (as AkidaNet does), or pass max_value=None.")
+    if hasattr(max_value, "resolve"):
+        graph = layer_graph(model)
+        caps = {n: _range_top(max_value, graph, n) for n in names}
+    else:
+        if isinstance(max_value, bool) or not isinstance(max_value, (int, float)) or max_value <= 0:
+            raise ValueError(f"`max_value` must be a number > 0 or a QuantizationPolicy. Received: "
+                             f"max_value={max_value!r}. Use e.g. 3.75, the top of the 4-bit range.")
+        caps = {n: float(max_value) for n in names}
+    for n, cap in caps.items():
+        relu = inner_layer(layers[n])
+        if relu.max_value is None or relu.max_value > cap:
+            relu.max_value = cap  # read at call time: the next compile/fit traces the capped ReLU
+    return caps
+
+
+def add_activity_regularization(model, l1=0.0, l2=0.0, hoyer=0.0, weighting=None,
+                                max_value=None):
     """Attaches an :class:`ActivityRegularizer` to every ReLU output of a model, in place.
 
     Args:
@@ -187,20 +234,27 @@ def add_activity_regularization(model, l1=0.0, l2=0.0, hoyer=0.0, weighting=None
         weighting: `None` (same strength everywhere), `"cost"` (strength × events'
             fan-out in MACs) or `"events"` (strength × activations per sample), both
             normalised to mean 1 over the regularized layers. Defaults to `None`.
+        max_value: Also cap every regularized `keras.layers.ReLU` at this value: a
+            float (e.g. `3.75`, the top of the 4-bit range) or a
+            `QuantizationPolicy` (each layer's own range top). A lower existing cap
+            is kept. `None` leaves the ReLUs as they are. Defaults to `None`.
 
     Returns:
         Dict `{layer name: ActivityRegularizer}` that was attached.
 
     Raises:
-        ValueError: On a negative strength, unknown weighting, or a model without ReLUs.
+        ValueError: On a negative strength, unknown weighting, a model without ReLUs,
+            or `max_value` with a ReLU that is not a `keras.layers.ReLU` layer.
 
     Example:
 
     >>> import keras
     >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="d"),
     ...                       keras.layers.ReLU(name="r"), keras.layers.Dense(2)])
-    >>> add_activity_regularization(m, l1=0.01)
+    >>> add_activity_regularization(m, l1=0.01, max_value=3.75)
     {'r': <ActivityRegularizer l1=0.01 l2=0 hoyer=0>}
+    >>> m.get_layer("r").max_value
+    3.75
     """
     _check_strength(l1=l1, l2=l2, hoyer=hoyer)
     if weighting not in (None, "cost", "events"):
@@ -209,6 +263,8 @@ def add_activity_regularization(model, l1=0.0, l2=0.0, hoyer=0.0, weighting=None
     if not names:
         raise ValueError(f"Model {model.name!r} has no ReLU output to regularize (expected "
                          "keras.layers.ReLU, Activation('relu') or activation='relu').")
+    if max_value is not None:
+        _cap_relus(model, names, max_value)
     factors = {n: 1.0 for n in names}
     if weighting == "cost":
         graph = layer_graph(model)

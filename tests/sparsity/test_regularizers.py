@@ -104,6 +104,38 @@ def test_events_weighting_follows_map_size():
                                rtol=1e-6)
 
 
+def test_max_value_caps_relus_at_the_quantized_range():
+    from keras_nna.quantization import QuantizationPolicy, quantize_model
+
+    model = small_cnn()
+    add_activity_regularization(model, hoyer=0.1, max_value=3.75)
+    assert [model.get_layer(f"relu{i}").max_value for i in range(3)] == [3.75] * 3
+    big = np.full((2, 8, 8, 1), 16.0, "float32")
+    model.get_layer("conv0").set_weights([np.full((3, 3, 1, 8), 5.0, "float32")])
+    probe = keras.Model(model.inputs, model.get_layer("relu0").output)
+    assert float(np.max(probe(big))) == 3.75  # the cap is read at call time
+    # A policy caps each ReLU at its own layer's range top (conv1: 5 bits, step 2^-3 -> 3.875).
+    policy = QuantizationPolicy(overrides={"conv1": {"activation_bits": 5}})
+    model = small_cnn()
+    add_activity_regularization(model, hoyer=0.1, max_value=policy)
+    assert [model.get_layer(f"relu{i}").max_value for i in range(3)] == [3.75, 3.875, 3.75]
+    quantize_model(model, policy)  # the caps sit at the ranges' tops: accepted
+
+
+@pytest.mark.parametrize("max_value,match", [(0.0, "> 0"), ("3.75", "> 0"), (True, "> 0")],
+                         ids=["zero", "string", "bool"])
+def test_max_value_invalid(max_value, match):
+    with pytest.raises(ValueError, match=match):
+        add_activity_regularization(small_cnn(), hoyer=0.1, max_value=max_value)
+
+
+def test_max_value_needs_relu_layers():
+    m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="relu", name="d"),
+                          keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match=r"\['d'\].*keras.layers.ReLU"):
+        add_activity_regularization(m, hoyer=0.1, max_value=3.75)
+
+
 def test_gamma_and_weight_regularization():
     model = small_cnn()
     strengths = add_gamma_regularization(model, l1=1e-3, weighting="flops")
