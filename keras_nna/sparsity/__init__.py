@@ -10,8 +10,9 @@ Measure
 Activation sparsity (regularization)
     :class:`ActivityRegularizer` (L1, L2 and scale-invariant Hoyer, per-element
     strengths) and :func:`add_activity_regularization` for every ReLU of a model
-    (optionally weighted by event cost). See :mod:`keras_nna.sparsity.regularizers`
-    for measured numbers.
+    (optionally weighted by events or event cost, with ``max_value`` capping the
+    ReLUs at the quantized range so QAT does not clip the large activations Hoyer
+    favours). See :mod:`keras_nna.sparsity.regularizers` for measured numbers.
 Weight sparsity (pruning)
     :class:`PruneCallback` with :class:`ConstantSparsity` / :class:`PolynomialDecay`
     (or tfmot schedules), :func:`prune_weights`, :func:`add_weight_regularization`.
@@ -27,7 +28,7 @@ A typical run (small data, a few epochs)::
     import keras
     from keras_nna import sparsity
 
-    sparsity.add_activity_regularization(model, l1=0.01, hoyer=0.1)
+    sparsity.add_activity_regularization(model, l1=0.01, hoyer=0.1, max_value=3.75)
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
     model.fit(x, y, epochs=10, callbacks=[
