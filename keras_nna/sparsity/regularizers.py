@@ -205,6 +205,8 @@ def _range_top(policy, graph, relu_name):
 
 def _cap_relus(model, names, max_value):
     layers = {l.name: l for l in iter_layers(model)}
+    # Quantized layers (QuantizeWrapper) already clip at their range's top.
+    names = [n for n in names if not hasattr(layers[n], "activation_step")]
     not_relu_layers = [n for n in names if not isinstance(inner_layer(layers[n]), keras.layers.ReLU)]
     if not_relu_layers:
         raise ValueError(f"`max_value` caps keras.layers.ReLU layers only; {not_relu_layers} apply "
