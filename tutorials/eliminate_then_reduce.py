@@ -207,7 +207,8 @@ def _stage_job(stage, distill, base_path, args, threads=None):
     # A separate frozen copy as teacher (Distiller sets teacher.trainable = False,
     # which clone_model would copy into the students).
     teacher = _clone(base) if distill else None
-    policy = QuantizationPolicy(weight_bits=4, activation_bits=4, first_layer_weight_bits=8)
+    policy = QuantizationPolicy(weight_bits=4, activation_bits=4, first_layer_weight_bits=8,
+                                activation_max=args.activation_max)
     row = _run_stage(stage, distill, base, teacher, (x, y, xt, yt), args, policy)
     row["seconds"] = round(time.time() - t0, 1)
     common.log(f"{_label(row)}: float {row['float_accuracy']:.4f}, QAT {row['accuracy']:.4f}, "
@@ -246,6 +247,8 @@ def main(argv=None):
                         help="cap the regularized ReLUs at the top of the 4-bit range")
     parser.add_argument("--weighting", default=None, choices=("cost", "events"),
                         help="per-layer regularizer strength (default: the same everywhere)")
+    parser.add_argument("--activation_max", type=float, default=4.0,
+                        help="policy activation_max (4.0: 4-bit step 0.25, range 0-3.75)")
     parser.add_argument("--filter_sparsity", type=float, default=0.3,
                         help="fraction of filters removed per layer (BN-gamma criterion)")
     parser.add_argument("--weight_sparsity", type=float, default=0.5)
