@@ -137,14 +137,19 @@ class ActivityRegularizer(keras.regularizers.Regularizer):
         elif x.shape.rank == 1:
             x = x[None]
         n = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), tf.float32)
+        # |x| whose gradient at 0 is +1, not tf.abs's 0: a fake-quantized
+        # activation that rounds to 0 (pre-activation in (0, step/2)) still gets
+        # pushed down through the straight-through estimator instead of drifting
+        # up into an event during QAT.
+        magnitude = tf.where(x >= 0, x, -x)
         loss = tf.constant(0.0)
         if self.l1:
-            loss += self.l1 * tf.reduce_sum(tf.abs(x)) / n
+            loss += self.l1 * tf.reduce_sum(magnitude) / n
         if self.l2:
             loss += self.l2 * tf.reduce_sum(tf.square(x)) / n
         if self.hoyer:
             axes = list(range(1, x.shape.rank))
-            s1 = tf.reduce_sum(tf.abs(x), axes)
+            s1 = tf.reduce_sum(magnitude, axes)
             s2 = tf.reduce_sum(tf.square(x), axes)
             loss += self.hoyer * tf.reduce_sum(tf.math.divide_no_nan(s1 * s1, s2)) / n
         return loss

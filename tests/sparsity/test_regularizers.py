@@ -54,6 +54,24 @@ def test_activity_regularizer_math_and_batch_normalisation():
     assert float(layer.losses[0]) == pytest.approx(2.0)
 
 
+@pytest.mark.parametrize("reg", [dict(l1=1.0), dict(hoyer=1.0)], ids=["l1", "hoyer"])
+def test_regularizer_pushes_activations_that_round_to_zero_during_qat(reg):
+    """Under QAT the regularizer sees fake-quantized outputs. A pre-activation in
+    (0, step/2) rounds to code 0 but is one small step from becoming an event: the
+    gradient (through the straight-through estimator) must still push it down.
+    With tf.abs (gradient 0 at 0) it is 0 and such activations drift into events."""
+    import tensorflow as tf
+
+    from keras_nna.quantization.quantizers import fake_quantize_activations
+
+    pre = tf.Variable([[0.05, 0.1, 1.0, -0.5]])
+    with tf.GradientTape() as tape:
+        loss = ActivityRegularizer(**reg)(fake_quantize_activations(pre, 4, STEP))
+    grad = tape.gradient(loss, pre).numpy()[0]
+    assert grad[0] > 0 and grad[1] > 0, grad  # rounds to 0, still pushed down
+    assert grad[3] == 0  # below the ReLU: nothing to push
+
+
 def test_regularizer_config_and_model_round_trip(tmp_path):
     reg = ActivityRegularizer(l1=0.1, l2=0.2, hoyer=0.3)
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(reg))
