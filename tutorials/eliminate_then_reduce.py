@@ -57,6 +57,30 @@ accuracy on all 10,000 test images, emulator events on the first 1,000)::
     1.0    0.10  8 ep, lr 2e-3   2                     0.8840   1,995   3.20×  2.30
     1.2    0.12  5 ep, lr 1e-3   2    no distillation  0.8525   1,726   3.70×  5.45
 
+Those rows predate the QAT-gradient fix of ``ActivityRegularizer`` (its |x| now has
+gradient +1 at 0, so activations that round to 0 keep being pushed down in QAT).
+With it, the defaults give 0.8830 / 2,293 events (2.79×, −2.40; the run in
+tutorials/README.md). Tries after the fix, each one ``python tutorials/recipe_tries.py
+--float_model reports/eliminate_then_reduce/float_model.keras`` with the flags named
+(5 + 2 epochs, ``hoyer 1.2, l1 0.12`` unless named; same baseline)::
+
+    flags                                          QAT acc  events  fewer  loss (pt)
+    --hoyer 1.0 --l1 0.1                           0.8813   2,460   2.60×  2.57
+    --hoyer 0.8 --l1 0.08                          0.8934   2,799   2.28×  1.36
+    --hoyer 2.0 --l1 0                             0.8729   1,995   3.20×  3.41
+    --ft_epochs 0 --qat_epochs 7 (QAT only)        0.8882   2,678   2.39×  1.88
+    same, --qat_lr 1e-3                            0.8807   2,145   2.98×  2.63
+    --ramp 0.6 (strength 0 → 1 over 60 % of ft)    0.8769   2,690   2.38×  3.01
+    --ramp 0.6 --hoyer 1.5 --l1 0.15               0.8779   2,397   2.67×  2.91
+    --qat_teacher student                          0.8721   2,188   2.92×  3.49
+    --qat_teacher student --qat_kd_alpha 0.1       0.8800   2,267   2.82×  2.70
+    --teacher (AkidaNet 0.5, 10 ep, 0.9196)        0.8870   2,794   2.29×  2.00
+
+(with that wider teacher the baseline + KD reaches 0.9103 / 6,412 events), and before
+the fix ``--capped_l1 0.06 --l1 0`` (an L0-like ``min(x, 0.5) / 0.5`` term): 0.8872 /
+2,470 (2.59×, −1.98); ``--hoyer 2.0 --l1 0``: 0.8794 / 2,186 (2.92×, −2.76). All on
+one curve (run-to-run noise of the same recipe: about 0.3 points).
+
 With QAT at lr 1e-3 instead of 5e-4 both rows move up together (baseline 0.9114 /
 6,403 events, regularizer + KD 0.8880 / 2,451: 2.61×, −2.34 against its own
 baseline).
@@ -80,7 +104,7 @@ all test images ("QAT acc" is the exact integer Keras model, bit-exact with the
 emulator). The "grid events" column counts the float model's ReLU outputs that
 are non-zero on the 4-bit grid (before QAT).
 
-    python tutorials/eliminate_then_reduce.py --jobs 2   # ~17 min on 2 cores
+    python tutorials/eliminate_then_reduce.py --jobs 2   # ~21 min on 2 cores
     python tutorials/eliminate_then_reduce.py --quick    # baseline and "both + KD" only
 
 Writes `eliminate_then_reduce.json` and `eliminate_then_reduce.png` into `--out_dir`.
