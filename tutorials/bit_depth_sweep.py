@@ -48,9 +48,7 @@ def main(argv=None):
         for wbits in weight_bits:
             policy = QuantizationPolicy(weight_bits=wbits, activation_bits=abits)
             for retrain in (False, True):
-                model = keras.models.clone_model(base)
-                model.set_weights(base.get_weights())
-                qmodel = common.qat(model, x, y, policy, epochs=(1 if retrain else 0))
+                qmodel = common.qat(common.clone(base), x, y, policy, epochs=(1 if retrain else 0))
                 acc = common.accuracy(qmodel, xt, yt)
                 deployed, _, _ = common.deploy(qmodel, xt, yt, max_images=200 if args.quick else 1000)
                 row = {"weight_bits": wbits, "activation_bits": abits, "retrained": retrain,

@@ -34,6 +34,15 @@ def fashion_mnist(quick, limit_train=20000, limit_test=5000, size=None, rgb=Fals
     return x, y, xt, yt
 
 
+def clone(model):
+    """A fresh copy of `model` (new layers and variables) with its weights."""
+    import keras
+
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def _loss():
     import keras
 

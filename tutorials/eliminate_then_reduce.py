@@ -125,14 +125,6 @@ TARGET_EVENT_RATIO = 2.5  # the issue's target: >= 2.5x fewer events ...
 TARGET_ACC_LOSS = 1.5  # ... for <= 1.5 accuracy points (QAT accuracy vs the baseline)
 
 
-def _clone(model):
-    import keras
-
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    return copy
-
-
 def _train(model, x, y, epochs, lr, callbacks, teacher, args):
     """Fits `model` (optionally distilled from `teacher`); returns `model`."""
     from keras_nna.distillation import Distiller
@@ -165,7 +157,7 @@ def _run_stage(stage, distill, base, teacher, data, args, policy):
     info = {"stage": stage, "distillation": distill}
     # Every stage, the baseline included, starts from the same trained float model
     # and gets the same fine-tune and QAT epochs: rows differ only in what is added.
-    model = _clone(base)
+    model = common.clone(base)
     prune = stage in ("pruning", "both")
     if prune:
         pruned = sparsity.prune_filters(model, args.filter_sparsity, criterion="bn_gamma",
@@ -237,7 +229,7 @@ def _stage_job(stage, distill, base_path, args, threads=None):
     base = keras.models.load_model(base_path)
     # A separate frozen copy as teacher (Distiller sets teacher.trainable = False,
     # which clone_model would copy into the students).
-    teacher = _clone(base) if distill else None
+    teacher = common.clone(base) if distill else None
     policy = QuantizationPolicy(weight_bits=4, activation_bits=4, first_layer_weight_bits=8,
                                 activation_max=args.activation_max)
     row = _run_stage(stage, distill, base, teacher, (x, y, xt, yt), args, policy)

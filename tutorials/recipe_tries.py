@@ -31,14 +31,6 @@ import time
 import common
 
 
-def _clone(model):
-    import keras
-
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    return copy
-
-
 _TRY = {"scale": None, "capped_l1": 0.0, "width": 0.5}  # process-wide: survives clone/quantize
 
 
@@ -116,9 +108,9 @@ def main(argv=None):
     x, y, xt, yt = common.fashion_mnist(False, limit_train=args.train, limit_test=10000)
     policy = QuantizationPolicy(weight_bits=4, activation_bits=4, first_layer_weight_bits=8)
     base = keras.models.load_model(args.float_model)
-    teacher = keras.models.load_model(args.teacher) if args.teacher else _clone(base)
+    teacher = keras.models.load_model(args.teacher) if args.teacher else common.clone(base)
     keras.utils.set_random_seed(1)  # as the tutorial's stages
-    model = _clone(base)
+    model = common.clone(base)
     sparsity.add_activity_regularization(model, l1=args.l1, l2=args.l2, hoyer=args.hoyer,
                                          max_value=policy if args.cap else None)
     scale = tf.Variable(0.0 if args.ramp else 1.0, trainable=False)
@@ -149,7 +141,7 @@ def main(argv=None):
     common.log(f"{args.name}: float {float_acc:.4f}, grid events {grid['total']['events']:.0f}")
     qmodel = quantize_model(model, policy)
     if args.qat_teacher == "student":
-        teacher = _clone(model)
+        teacher = common.clone(model)
         for layer in teacher.layers:
             layer.activity_regularizer = None
     alpha = args.kd_alpha if args.qat_kd_alpha is None else args.qat_kd_alpha

@@ -16,7 +16,7 @@ Example:
 
 import keras
 
-from keras_nna.quantization.quantizers import activation_step, check_bits
+from keras_nna.quantization.quantizers import activation_qmax, activation_step, check_bits
 
 __all__ = ["QuantizationPolicy"]
 
@@ -106,6 +106,23 @@ class QuantizationPolicy:
             "activation_bits": bits,
             "activation_step": activation_step(bits, amax),
         }
+
+    def activation_top(self, name):
+        """Largest activation layer `name` can output: ``(2**bits - 1) * step``.
+
+        Args:
+            name: The layer name.
+
+        Returns:
+            The top of the layer's quantized activation range, as a float.
+
+        Example:
+
+        >>> QuantizationPolicy(overrides={"c": {"activation_bits": 5}}).activation_top("c")
+        3.875
+        """
+        spec = self.resolve(name)
+        return activation_qmax(spec["activation_bits"]) * spec["activation_step"]
 
     def check_names(self, names):
         """Raises if an override names a layer that is not in `names`."""

@@ -191,7 +191,7 @@ def quantize_model(model, policy=None):
             for fused in (bn, relu):
                 if fused is not None:
                     absorbed.add(id(fused))
-            _check_relu_cap(relu, layer, policy, src_info)
+            _check_relu_cap(relu, layer, policy)
             inner_cfg = layer.get_config()
             activation = "relu" if relu is not None or inner_cfg.get("activation") == "relu" else None
             # Activity regularization (sparsity) moves onto the quantized output.
@@ -271,15 +271,14 @@ def quantize_model(model, policy=None):
     return qmodel
 
 
-def _check_relu_cap(relu, layer, policy, src_info):
+def _check_relu_cap(relu, layer, policy):
     """ReLU(max_value) is allowed only when the cap is above the quantization range."""
     if relu is None or not isinstance(relu.layer, keras.layers.ReLU):
         return
     cap = relu.layer.get_config().get("max_value")
     if cap is None:
         return
-    spec = policy.resolve(layer.name, first_layer=bool(src_info.get("raw_input")))
-    top = (2 ** spec["activation_bits"] - 1) * spec["activation_step"]
+    top = policy.activation_top(layer.name)
     if cap < top:
         raise _unsupported(
             relu.layer,

@@ -77,8 +77,8 @@ trade-off at high sparsity (``hoyer=0.3``: 81 % fewer events, −0.8 pt quantize
 accuracy, vs ``l1=0.1``: 71 % fewer, −4.5 pt). Recommended start: ``hoyer=0.1``
 (optionally ``l1=0.01``), then tune on the event budget. For large cuts on a
 trained model, fine-tune with :class:`keras_nna.distillation.Distiller` and
-``max_value``: Fashion-MNIST AkidaNet 0.25, ``hoyer=1.2, l1=0.12``, 2.62× fewer
-emulator events for −1.94 points (``tutorials/eliminate_then_reduce.py``).
+``max_value``: Fashion-MNIST AkidaNet 0.25, ``hoyer=1.2, l1=0.12``, 2.79× fewer
+emulator events for −2.40 points (``tutorials/eliminate_then_reduce.py``).
 
 Weight sparsity
 ---------------
@@ -212,8 +212,7 @@ def _range_top(policy, graph, relu_name):
         kind = type(inner_layer(graph.layers[name])).__name__
         if kind not in ("BatchNormalization", "Dropout", "Identity"):
             break
-    spec = policy.resolve(name)
-    return (2 ** spec["activation_bits"] - 1) * spec["activation_step"]
+    return policy.activation_top(name)
 
 
 def _cap_relus(model, names, max_value):
@@ -225,7 +224,7 @@ def _cap_relus(model, names, max_value):
         raise ValueError(f"`max_value` caps keras.layers.ReLU layers only; {not_relu_layers} apply "
                          "ReLU as an activation. Build the model with separate keras.layers.ReLU "
                          "layers (as AkidaNet does), or pass max_value=None.")
-    if hasattr(max_value, "resolve"):
+    if hasattr(max_value, "activation_top"):
         graph = layer_graph(model)
         caps = {n: _range_top(max_value, graph, n) for n in names}
     else:
