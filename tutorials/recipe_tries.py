@@ -82,6 +82,9 @@ def main(argv=None):
     p.add_argument("--capped_l1_width", type=float, default=0.5)
     p.add_argument("--ramp", type=float, default=0.0, help="fraction of fine-tune steps")
     p.add_argument("--cap", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--activation_max", type=float, default=4.0, help="the QAT policy's")
+    p.add_argument("--cap_max", type=float, default=None,
+                   help="activation_max of the policy that caps the float ReLUs (default: the same)")
     p.add_argument("--kd", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--kd_alpha", type=float, default=0.5)
     p.add_argument("--qat_kd_alpha", type=float, default=None)
@@ -106,13 +109,15 @@ def main(argv=None):
 
     start = time.time()
     x, y, xt, yt = common.fashion_mnist(False, limit_train=args.train, limit_test=10000)
-    policy = QuantizationPolicy(weight_bits=4, activation_bits=4, first_layer_weight_bits=8)
+    policy = QuantizationPolicy(weight_bits=4, activation_bits=4, first_layer_weight_bits=8,
+                                activation_max=args.activation_max)
+    cap_policy = policy if args.cap_max is None else QuantizationPolicy(activation_max=args.cap_max)
     base = keras.models.load_model(args.float_model)
     teacher = keras.models.load_model(args.teacher) if args.teacher else common.clone(base)
     keras.utils.set_random_seed(1)  # as the tutorial's stages
     model = common.clone(base)
     sparsity.add_activity_regularization(model, l1=args.l1, l2=args.l2, hoyer=args.hoyer,
-                                         max_value=policy if args.cap else None)
+                                         max_value=cap_policy if args.cap else None)
     scale = tf.Variable(0.0 if args.ramp else 1.0, trainable=False)
     _TRY.update(scale=scale, capped_l1=args.capped_l1, width=args.capped_l1_width)
     if args.capped_l1 or args.ramp:
