@@ -20,5 +20,9 @@ def test_eliminate_then_reduce(tmp_path):
     assert both["weight_sparsity"] >= 0.45
     assert both["qat_regularizers"] == 14
     assert both["program_bytes"] < rows[0]["program_bytes"]
+    # The regularized stage quantizes with the finer step, the baseline with the default;
+    # distillation used the wider teacher the tutorial trained.
+    assert (rows[0]["activation_step"], both["activation_step"]) == (0.25, 0.125)
+    assert (tmp_path / "teacher_model.keras").exists()
     assert (tmp_path / "eliminate_then_reduce.json").exists()
     assert (tmp_path / "eliminate_then_reduce.png").exists()
