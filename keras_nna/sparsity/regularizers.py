@@ -267,8 +267,11 @@ def add_activity_regularization(model, l1=0.0, l2=0.0, hoyer=0.0, weighting=None
             normalised to mean 1 over the regularized layers. Defaults to `None`.
         max_value: Also cap every regularized `keras.layers.ReLU` at this value: a
             float (e.g. `3.75`, the top of the 4-bit range) or a
-            `QuantizationPolicy` (each layer's own range top). A lower existing cap
-            is kept. `None` leaves the ReLUs as they are. Defaults to `None`.
+            `QuantizationPolicy` (each layer's own range top; pass the policy the
+            model will be quantized with, e.g. `activation_max=2.0`, the finer
+            step that suits a regularized network, see the module guide). A lower
+            existing cap is kept. `None` leaves the ReLUs as they are. Defaults to
+            `None`.
 
     Returns:
         Dict `{layer name: ActivityRegularizer}` that was attached.
@@ -286,6 +289,10 @@ def add_activity_regularization(model, l1=0.0, l2=0.0, hoyer=0.0, weighting=None
     {'r': <ActivityRegularizer l1=0.01 l2=0 hoyer=0>}
     >>> m.get_layer("r").max_value
     3.75
+    >>> from keras_nna.quantization import QuantizationPolicy
+    >>> _ = add_activity_regularization(m, hoyer=0.5, max_value=QuantizationPolicy(activation_max=2.0))
+    >>> m.get_layer("r").max_value
+    1.875
     """
     _check_strength(l1=l1, l2=l2, hoyer=hoyer)
     if weighting not in (None, "cost", "events"):
