@@ -167,7 +167,7 @@ def main(argv=None):
     common.log(f"{args.name}: QAT {acc:.4f}, {events:,.0f} events ({time.time() - start:.0f} s)")
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "a") as f:
-        f.write(json.dumps({**vars(args), "float_accuracy": float_acc, "accuracy": acc,
+        f.write(json.dumps({**vars(args), "teacher_used": teacher_path, "float_accuracy": float_acc, "accuracy": acc,
                             "grid_events": grid["total"]["events"], "events": events,
                             "seconds": round(time.time() - start)}) + "\n")
 

@@ -91,8 +91,9 @@ trade-off at high sparsity (``hoyer=0.3``: 81 % fewer events, −0.8 pt quantize
 accuracy, vs ``l1=0.1``: 71 % fewer, −4.5 pt). Recommended start: ``hoyer=0.1``
 (optionally ``l1=0.01``), then tune on the event budget. For large cuts on a
 trained model, fine-tune with :class:`keras_nna.distillation.Distiller` and
-``max_value``: Fashion-MNIST AkidaNet 0.25, ``hoyer=1.2, l1=0.12``, 2.79× fewer
-emulator events for −2.40 points (``tutorials/eliminate_then_reduce.py``).
+``max_value``, quantized with step 1/8: Fashion-MNIST AkidaNet 0.25, ``hoyer=1.4,
+l1=0.14``, 2.65× fewer emulator events for −1.48 points
+(``tutorials/eliminate_then_reduce.py``).
 
 Weight sparsity
 ---------------
