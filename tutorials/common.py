@@ -62,6 +62,19 @@ def fit(model, x, y, epochs, lr=2e-3, batch=64, callbacks=(), **compile_kwargs):
     return model
 
 
+def events_per_image(qmodel, x):
+    """Mean events per image of a quantized model, as the emulator counts them.
+
+    The non-zero activation codes each layer receives, input pixels included (the
+    classifier's output is not an event).
+    """
+    from keras_nna import sparsity
+
+    ms = sparsity.measure_activation_sparsity(qmodel, x)
+    return (ms["total"]["events"] - ms.get("classifier", {"events": 0})["events"]
+            + float((x > 0).sum() / len(x)))
+
+
 def accuracy(model, x, y):
     """Top-1 accuracy of a Keras model (quantized models: exact integer inference)."""
     logits = model.predict(x.astype("float32"), verbose=0, batch_size=256)

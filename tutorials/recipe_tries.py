@@ -99,6 +99,8 @@ def main(argv=None):
     p.add_argument("--train", type=int, default=60000, help="training images")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=os.path.join("reports", "recipe_tries.jsonl"))
+    p.add_argument("--save_float", default=None,
+                   help="also save the fine-tuned float student here (input of ptq_steps.py)")
     args = p.parse_args(argv)
 
     import tensorflow as tf
@@ -151,6 +153,8 @@ def main(argv=None):
     scale.assign(1.0)
     step = policy.resolve("any")["activation_step"]
     float_acc = common.accuracy(model, xt, yt)
+    if args.save_float:
+        model.save(args.save_float)
     grid = sparsity.measure_activation_sparsity(model, xt[:1000], quantization_step=step)
     common.log(f"{args.name}: float {float_acc:.4f}, grid events {grid['total']['events']:.0f}")
     qmodel = quantize_model(model, policy)
@@ -161,9 +165,7 @@ def main(argv=None):
     alpha = args.kd_alpha if args.qat_kd_alpha is None else args.qat_kd_alpha
     train(qmodel, args.qat_epochs, args.qat_lr, teacher, alpha)
     acc = common.accuracy(qmodel, xt, yt)
-    ms = sparsity.measure_activation_sparsity(qmodel, xt[:1000])
-    input_events = float((xt[:1000] > 0).sum() / 1000)
-    events = ms["total"]["events"] - ms.get("classifier", {"events": 0})["events"] + input_events
+    events = common.events_per_image(qmodel, xt[:1000])
     common.log(f"{args.name}: QAT {acc:.4f}, {events:,.0f} events ({time.time() - start:.0f} s)")
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "a") as f:

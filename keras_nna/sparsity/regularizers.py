@@ -43,18 +43,17 @@ used to add 343 events per image to the fine-tuned float model's 2,099 (+16 %);
 with the fix it adds 176 to 2,117 (+8 %).
 
 Quantize a regularized network with a **finer activation step**. Hoyer leaves many
-activations just above zero and a few large ones (Fashion-MNIST AkidaNet, per layer:
-mean 0.06–0.18, 99th percentile 1.8–3.5), so most of the information sits in the
+activations just above zero and a few large ones, so most of the information sits in the
 lowest codes, where the default step 0.25 is coarse. With
 ``QuantizationPolicy(activation_max=2.0)`` (4-bit step 1/8, range 0–1.875; pass the
 same policy as ``max_value`` so the float fine-tune is capped at its top) the 4-bit
 model keeps the float model's accuracy. Measured on that model (Fashion-MNIST 60k /
 10k, ``hoyer=1.2, l1=0.12``, distillation): quantized without QAT, step 1/8 gives
-0.841 against 0.814 with step 1/4 (an unregularized model goes the other way: 0.874
-against 0.887); with QAT (5 fine-tune + 2 QAT epochs) 4-bit lost 0.15 points of the
+0.833 against 0.794 with step 1/4 (an unregularized model goes the other way: 0.874
+against 0.887; ``tutorials/ptq_steps.py``); with QAT (5 fine-tune + 2 QAT epochs) 4-bit lost 0.15 points of the
 float model's accuracy (0.8892 → 0.8877, 2,558 events) where step 1/4 lost 0.6–1.7.
-A mean-squared-error choice of the step does not find this (it picks 1/4 for every
-layer, the clipping error dominates), so choose it by accuracy.
+A mean-squared-error choice of the step does not find this (it picks 1/4, the
+clipping error dominates), so choose it by accuracy.
 
 Measured here (sklearn digits 8×8, 1437 train / 360 test images, Rescaling(1/16) →
 [Conv2D(no bias) → BN(momentum 0.9) → ReLU] × 4 with 16, 32, 32 (stride 2), 64

@@ -1,0 +1,57 @@
+"""Which 4-bit activation step suits a model: accuracy quantized without QAT.
+
+A quick check behind the "finer step" finding of ``eliminate_then_reduce.py``:
+quantize a saved float model with ``quantize_model`` (no training) for a few
+``activation_max`` values and print test accuracy and events per image, plus the
+step a mean-squared-error criterion would choose from the float ReLU outputs.
+
+    python tutorials/recipe_tries.py --float_model reports/eliminate_then_reduce/float_model.keras \\
+        --ft_epochs 5 --activation_max 4 --teacher float --hoyer 1.2 --l1 0.12 --qat_epochs 0 \\
+        --save_float reports/reg_float.keras
+    python tutorials/ptq_steps.py reports/reg_float.keras
+"""
+
+import argparse
+
+import numpy as np
+
+import common
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("model", help="a saved float Keras model (Fashion-MNIST 28x28x1)")
+    p.add_argument("--activation_max", type=float, nargs="+", default=[4.0, 2.0])
+    p.add_argument("--images", type=int, default=1000, help="images for events and the MSE")
+    args = p.parse_args(argv)
+    import keras
+
+    import keras_nna  # noqa: F401 - registers the layers for load_model
+    from keras_nna import sparsity
+    from keras_nna.quantization import QuantizationPolicy, quantize_model
+
+    _, _, xt, yt = common.fashion_mnist(False, limit_train=1, limit_test=10000)
+    model = keras.models.load_model(args.model)
+    common.log(f"float: accuracy {common.accuracy(model, xt, yt):.4f}")
+    relus = keras.Model(model.inputs, [model.get_layer(n).output
+                                       for n in sparsity.relu_layers(model)])
+    acts = np.concatenate([a.ravel() for a in relus.predict(xt[:args.images], verbose=0)])
+    rows = []
+    for amax in args.activation_max:
+        policy = QuantizationPolicy(activation_max=amax)
+        step = policy.resolve("any")["activation_step"]
+        top = policy.activation_top("any")
+        mse = float(np.mean((np.clip(np.floor(acts / step + 0.5) * step, 0, top) - acts) ** 2))
+        qmodel = quantize_model(model, policy)
+        events = common.events_per_image(qmodel, xt[:args.images])
+        rows.append((amax, step, common.accuracy(qmodel, xt, yt), events, mse))
+    print("| activation_max | step | accuracy (no QAT) | events | MSE of ReLU outputs |")
+    print("|---|---|---|---|---|")
+    for amax, step, acc, events, mse in rows:
+        print(f"| {amax} | {step} | {acc:.4f} | {events:,.0f} | {mse:.2e} |")
+    common.log(f"MSE would choose step {min(rows, key=lambda r: r[4])[1]}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
