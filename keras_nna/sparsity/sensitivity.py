@@ -1,6 +1,6 @@
 """Sensitivity analysis: how much does pruning each layer alone cost?
 
-The poster's recipe ("test the prunability of each layer individually") in three calls:
+A common recipe (test how well each layer prunes on its own) in three calls:
 
 1. :func:`sensitivity_analysis` prunes one layer at a time, at each ratio, *without
    retraining*, evaluates a metric (accuracy by default) and restores the weights.
@@ -13,7 +13,7 @@ The poster's recipe ("test the prunability of each layer individually") in three
    layer, or to a pruning callback per layer, then fine-tune.
 
 The table is a plain dict (JSON-serialisable): ``{"baseline": float, "ratios": [...],
-"kind": str, "metrics": {layer: [metric at each ratio]}}``.
+"kind": str, "metric": name of the metric, "metrics": {layer: [metric at each ratio]}}``.
 
 Example:
 
@@ -80,8 +80,9 @@ def sensitivity_analysis(model, x, y, ratios=(0.25, 0.5, 0.75, 0.9), kind="weigh
         batch_size: Evaluation batch size. Defaults to `256`.
 
     Returns:
-        The table dict described in the module docstring. The model's weights are
-        restored.
+        The table dict described in the module docstring (`"metric"` is the
+        metric function's `__name__`, `"metric"` for a lambda). The model's
+        weights are restored.
 
     Raises:
         ValueError: On an unknown kind, invalid ratio or layer name.
@@ -106,7 +107,7 @@ def sensitivity_analysis(model, x, y, ratios=(0.25, 0.5, 0.75, 0.9), kind="weigh
     x = np.asarray(x)
     snapshot = model.get_weights()
     table = {"baseline": float(metric(y, _predict(model, x, batch_size))), "ratios": ratios,
-             "kind": kind, "metrics": {}}
+             "kind": kind, "metric": _metric_name(metric), "metrics": {}}
     try:
         for name in names:
             values = []
@@ -121,6 +122,21 @@ def sensitivity_analysis(model, x, y, ratios=(0.25, 0.5, 0.75, 0.9), kind="weigh
     finally:
         model.set_weights(snapshot)
     return table
+
+
+def _metric_name(metric):
+    name = getattr(metric, "__name__", None) or getattr(metric, "name", None)
+    return "metric" if not isinstance(name, str) or name.startswith("<") else name
+
+
+def _line_styles(n):
+    """`n` distinct (colour, line style, marker) triples, colours varying fastest."""
+    import matplotlib
+
+    colors = matplotlib.colormaps["tab10"].colors
+    styles = ("-", "--", ":", "-.")
+    markers = ("o", "s", "^", "D", "v", "P", "X", "*")
+    return [(colors[i % 10], styles[(i // 10) % 4], markers[(i // 10) % 8]) for i in range(n)]
 
 
 def propose_ratios(table, max_drop=0.01):
@@ -164,13 +180,19 @@ def propose_ratios(table, max_drop=0.01):
     return out
 
 
-def plot_sensitivity(table, path=None):
+def plot_sensitivity(table, path=None, metric_name=None):
     """Plots metric vs pruning ratio, one line per layer.
+
+    Each line gets its own (colour, line style, marker): ten colours, then the
+    next ten layers dashed with another marker, and so on, so up to 40 layers
+    stay distinguishable. The y axis is labelled with the metric's name.
 
     Args:
         table: Result of :func:`sensitivity_analysis`.
         path: File to save the figure to (format from the extension). Defaults to
             `None` (not saved).
+        metric_name: Label of the y axis. Defaults to `None`: the table's
+            `"metric"` entry (`"accuracy"` for tables without one).
 
     Returns:
         The `matplotlib.figure.Figure`.
@@ -182,8 +204,8 @@ def plot_sensitivity(table, path=None):
 
     >>> fig = plot_sensitivity({"baseline": 1.0, "ratios": [0.5], "kind": "weights",
     ...                         "metrics": {"a": [0.9]}})
-    >>> fig.axes[0].get_xlabel()
-    'weights pruning ratio'
+    >>> fig.axes[0].get_xlabel(), fig.axes[0].get_ylabel()
+    ('weights pruning ratio', 'accuracy')
     """
     try:
         from matplotlib.figure import Figure
@@ -192,11 +214,12 @@ def plot_sensitivity(table, path=None):
                           "`pip install keras_nna[tutorials]`).") from None
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot(1, 1, 1)
-    for name, values in table["metrics"].items():
-        ax.plot(table["ratios"], values, marker="o", label=name)
+    styles = _line_styles(len(table["metrics"]))
+    for (name, values), (color, style, marker) in zip(table["metrics"].items(), styles):
+        ax.plot(table["ratios"], values, color=color, linestyle=style, marker=marker, label=name)
     ax.axhline(table["baseline"], color="k", linestyle="--", linewidth=0.8, label="unpruned")
     ax.set_xlabel(f"{table.get('kind', 'weights')} pruning ratio")
-    ax.set_ylabel("metric")
+    ax.set_ylabel(metric_name or table.get("metric", "accuracy"))
     ax.legend(fontsize="x-small", ncol=2)
     fig.tight_layout()
     if path is not None:

@@ -54,3 +54,49 @@ def test_custom_metric_and_errors(trained):
         sensitivity_analysis(model, x, y, ratios=(1.0,))
     with pytest.raises(ValueError, match="max_drop"):
         propose_ratios(table, max_drop=-1)
+
+
+def _table(n_layers, **extra):
+    ratios = [0.25, 0.5, 0.75]
+    return dict({"baseline": 0.9, "ratios": ratios, "kind": "weights",
+                 "metrics": {f"layer_{i}": [0.9, 0.8 - 0.01 * i, 0.5] for i in range(n_layers)}},
+                **extra)
+
+
+@pytest.mark.parametrize("table, metric_name, label", [
+    (_table(2), None, "accuracy"),
+    (_table(2, metric="top_5"), None, "top_5"),
+    (_table(2, metric="top_5"), "AUC", "AUC"),
+], ids=["no-metric-entry", "table-metric", "explicit-name"])
+def test_plot_labels_y_axis_with_the_metric_name(table, metric_name, label):
+    import matplotlib
+    matplotlib.use("Agg")
+    fig = plot_sensitivity(table, metric_name=metric_name)
+    assert fig.axes[0].get_ylabel() == label
+
+
+def test_analysis_records_the_metric_name(trained):
+    model, x, y = trained
+
+    def top1(t, p):
+        return float(np.mean(p.argmax(-1) == t))
+
+    assert sensitivity_analysis(model, x, y, ratios=(0.5,), layers=["conv1"])["metric"] == \
+        "accuracy"
+    assert sensitivity_analysis(model, x, y, ratios=(0.5,), layers=["conv1"],
+                                metric=top1)["metric"] == "top1"
+    assert sensitivity_analysis(model, x, y, ratios=(0.5,), layers=["conv1"],
+                                metric=lambda t, p: 1.0)["metric"] == "metric"
+
+
+@pytest.mark.parametrize("n_layers", [15, 40], ids=["15-layers", "40-layers"])
+def test_plot_gives_every_layer_a_distinct_line(n_layers):
+    import matplotlib
+    from matplotlib.colors import to_hex
+    matplotlib.use("Agg")
+    fig = plot_sensitivity(_table(n_layers))
+    lines = [line for line in fig.axes[0].get_lines() if line.get_label().startswith("layer_")]
+    assert len(lines) == n_layers
+    looks = {(to_hex(line.get_color()), line.get_linestyle(), line.get_marker()) for line in lines}
+    assert len(looks) == n_layers
+    assert len({(to_hex(line.get_color()), line.get_linestyle()) for line in lines}) == n_layers
