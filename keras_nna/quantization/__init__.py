@@ -13,6 +13,8 @@ fixed-point multiplier per channel. Typical use::
     qmodel.predict(x)        # exact integer inference, equal to the exported program
 """
 
+from keras_nna.quantization.checks import check_not_keras_quantized
+from keras_nna.quantization.layer_kinds import applies_relu, is_relu, layer_kind, unwrap
 from keras_nna.quantization.policy import QuantizationPolicy
 from keras_nna.quantization.pooling import (
     QuantizedAveragePooling2D,
@@ -26,7 +28,7 @@ from keras_nna.quantization.quantizers import (
     quantize_weights,
 )
 from keras_nna.quantization.transform import quantize_model
-from keras_nna.quantization.wrapper import QuantizeWrapper
+from keras_nna.quantization.wrapper import QuantizeWrapper, is_quantize_wrapper
 
 __all__ = [
     "ProgressiveQuantization",
@@ -35,8 +37,14 @@ __all__ = [
     "QuantizedAveragePooling2D",
     "QuantizedGlobalAveragePooling2D",
     "activation_step",
+    "applies_relu",
+    "check_not_keras_quantized",
     "fake_quantize_activations",
     "fake_quantize_weights",
+    "is_quantize_wrapper",
+    "is_relu",
+    "layer_kind",
     "quantize_model",
     "quantize_weights",
+    "unwrap",
 ]

@@ -21,6 +21,7 @@ Example:
 import keras
 import tensorflow as tf
 
+from keras_nna.quantization.layer_kinds import register_kind
 from keras_nna.quantization.quantizers import (
     activation_qmax,
     check_bits,
@@ -65,6 +66,7 @@ class _QuantizedMean:
         return {"bits": self.bits, "step": self.step}
 
 
+@register_kind("global_avgpool")
 @keras.saving.register_keras_serializable(package="keras_nna")
 class QuantizedGlobalAveragePooling2D(_QuantizedMean, keras.layers.Layer):
     """Global average pooling whose output is re-quantized to the input grid.
@@ -98,6 +100,7 @@ class QuantizedGlobalAveragePooling2D(_QuantizedMean, keras.layers.Layer):
         return {**super().get_config(), **self._quant_config(), "keepdims": self.keepdims}
 
 
+@register_kind("avgpool")
 @keras.saving.register_keras_serializable(package="keras_nna")
 class QuantizedAveragePooling2D(_QuantizedMean, keras.layers.Layer):
     """Average pooling (`padding="valid"`) re-quantized to the input grid.

@@ -30,6 +30,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_nna.quantization.checks import (
+    SUPPORTED_LAYERS,
+    check_layer,
+    check_not_keras_quantized,
+    float32_dtype,
+    refuse_keras_quantize,
+)
 from keras_nna.quantization.policy import QuantizationPolicy
 from keras_nna.quantization.quantizers import (
     activation_qmax,
@@ -40,58 +47,22 @@ from keras_nna.quantization.quantizers import (
     quantize_weights,
 )
 
-__all__ = ["QuantizeWrapper", "SUPPORTED_LAYERS"]
+__all__ = ["QuantizeWrapper", "SUPPORTED_LAYERS", "is_quantize_wrapper"]
 
-SUPPORTED_LAYERS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense")
+def is_quantize_wrapper(layer):
+    """Whether `layer` is a `QuantizeWrapper` (the contract sparsity/ and export/ rely on).
 
+    A `QuantizeWrapper` exposes `layer` (the float layer), `batch_norm` (the
+    fused `BatchNormalization` or `None`), `activation` (`"relu"` or `None`),
+    `weight_bits`, `activation_bits` and `activation_step` (`None` without
+    activation); its output already lies on its activation grid.
 
-def layer_kind(layer):
-    """Returns 'conv' | 'depthwise' | 'separable' | 'dense', or None."""
-    if isinstance(layer, keras.layers.SeparableConv2D):
-        return "separable"
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        return "depthwise"
-    if isinstance(layer, keras.layers.Conv2D) and not isinstance(
-        layer, keras.layers.Conv2DTranspose
-    ):
-        return "conv"
-    if isinstance(layer, keras.layers.Dense):
-        return "dense"
-    return None
+    Example:
 
-
-def _check_layer(layer):
-    kind = layer_kind(layer)
-    if kind is None:
-        raise ValueError(
-            f"QuantizeWrapper cannot wrap layer '{layer.name}' of class "
-            f"{type(layer).__name__}: expected one of {', '.join(SUPPORTED_LAYERS)}."
-        )
-    cfg = layer.get_config()
-    problems = []
-    if kind != "dense":
-        if cfg.get("data_format", "channels_last") != "channels_last":
-            problems.append(f"data_format={cfg['data_format']!r} (expected 'channels_last')")
-        if tuple(cfg.get("dilation_rate", (1, 1))) not in ((1, 1), (1,)):
-            problems.append(f"dilation_rate={cfg['dilation_rate']} (expected (1, 1))")
-        if cfg.get("groups", 1) != 1:
-            problems.append(f"groups={cfg['groups']} (expected 1)")
-        if cfg.get("depth_multiplier", 1) != 1:
-            problems.append(f"depth_multiplier={cfg['depth_multiplier']} (expected 1)")
-        if cfg.get("padding") not in ("same", "valid"):
-            problems.append(f"padding={cfg.get('padding')!r} (expected 'same' or 'valid')")
-        if kind == "separable" and cfg["strides"][0] != cfg["strides"][1]:
-            problems.append(f"strides={cfg['strides']} (separable needs equal strides)")
-    act = cfg.get("activation", "linear")
-    if act not in ("linear", "relu", None):
-        problems.append(f"activation={act!r} (expected 'linear' or 'relu')")
-    if problems:
-        raise ValueError(
-            f"Layer '{layer.name}' ({type(layer).__name__}) cannot be quantized: "
-            + "; ".join(problems)
-            + ". Change the layer configuration before quantize_model."
-        )
-    return kind
+    >>> is_quantize_wrapper(QuantizeWrapper(keras.layers.Dense(2))), is_quantize_wrapper(keras.layers.Dense(2))
+    (True, False)
+    """
+    return isinstance(layer, QuantizeWrapper)
 
 
 def _live_scale(depthwise_kernel, scale):
@@ -124,10 +95,17 @@ class QuantizeWrapper(keras.layers.Wrapper):
             rounds/clips its input to 0–255 at inference. Defaults to `False`.
         input_scale: Real value of one input unit, folded from a leading
             `Rescaling` layer (e.g. `1/255`). Defaults to `1.0`.
-        **kwargs: Base layer arguments (`name`, ...).
+        **kwargs: Base layer arguments (`name`, ...). The wrapper, its layer
+            and its BatchNorm always compute in float32, whatever
+            `keras.mixed_precision`'s global policy (the integer inference
+            must equal the exported program bit for bit).
 
     Raises:
-        ValueError: If the layer or its configuration is not supported.
+        TypeError: If `layer` is not a Keras 3 layer (e.g. a tf_keras one).
+        ValueError: If the layer or its configuration is not supported, a
+            `dtype` other than float32 is passed, or Keras' own quantization
+            (`model.quantize("int8")`) was applied to the layer. The wrapped
+            layer refuses `Model.quantize` with a `ValueError`.
     """
 
     def __init__(
@@ -140,8 +118,19 @@ class QuantizeWrapper(keras.layers.Wrapper):
         input_scale=1.0,
         **kwargs,
     ):
-        kind = _check_layer(layer)
+        kind = check_layer(layer)
         kwargs.setdefault("name", f"quant_{layer.name}")
+        # float32 whatever keras.mixed_precision's global policy: mixed_float16
+        # would make predict differ from the exported program.
+        kwargs["dtype"] = float32_dtype(kwargs.get("dtype"), kwargs["name"])
+        check_not_keras_quantized(layer, kwargs["name"])
+        if layer.variable_dtype != "float32":
+            raise ValueError(
+                f"Layer '{layer.name}' keeps its weights in {layer.variable_dtype}; QuantizeWrapper "
+                "needs float32 weights. Build the float layer with dtype='float32' (or a mixed "
+                "policy, whose weights are float32).")
+        layer.dtype_policy = "float32"
+        layer.quantize = refuse_keras_quantize(kwargs["name"])
         super().__init__(layer, **kwargs)
         if isinstance(policy, dict):
             policy = QuantizationPolicy.from_config(policy)
@@ -157,6 +146,8 @@ class QuantizeWrapper(keras.layers.Wrapper):
                     f"BatchNormalization '{batch_norm.name}' must normalise the channel "
                     f"(last) axis, received axis={batch_norm.get_config()['axis']}."
                 )
+        if batch_norm is not None:
+            batch_norm.dtype_policy = "float32"
         self.batch_norm = batch_norm
         inner_act = layer.get_config().get("activation", "linear")
         if activation not in (None, "relu"):
@@ -295,6 +286,7 @@ class QuantizeWrapper(keras.layers.Wrapper):
 
     # ----------------------------------------------------------------- call
     def call(self, inputs, training=None):
+        check_not_keras_quantized(self.layer, self.name)
         if training:
             return self._call_train(inputs)
         return self._call_exact(inputs)
@@ -347,6 +339,7 @@ class QuantizeWrapper(keras.layers.Wrapper):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
+        config["dtype"] = "float32"  # also for models saved under a mixed-precision policy
         config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
         if config.get("batch_norm") is not None:
             config["batch_norm"] = keras.saving.deserialize_keras_object(config["batch_norm"])
@@ -359,7 +352,12 @@ class QuantizeWrapper(keras.layers.Wrapper):
             A dict with `kind`, `weight_bits`, `kernel` (int codes), `kernel2`
             (pointwise codes or `None`), `m`, `e`, `n` (int64 arrays),
             `activation_bits` and `activation_step` (`None` for raw outputs).
+
+        Raises:
+            ValueError: If Keras' own quantization (`Model.quantize`) was
+                applied to the wrapped layer.
         """
+        check_not_keras_quantized(self.layer, self.name)
         c1, c2, scale = self.quantized_kernels()
         m, e, n = self.requantization(scale)
         return {

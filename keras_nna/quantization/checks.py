@@ -1,0 +1,166 @@
+"""What a `QuantizeWrapper` accepts: the checks that keep the bit-exact contract.
+
+The wrapper's inference must equal the exported program bit for bit, so it
+refuses what would silently break that: a layer or configuration the
+accelerator does not run (`check_layer`), a Keras 2 (tf_keras) layer, a
+compute dtype other than float32 (`float32_dtype`, e.g. from
+`keras.mixed_precision`), and Keras' own weight quantization
+(`model.quantize("int8")`, see `check_not_keras_quantized` and
+`refuse_keras_quantize`).
+
+Example:
+
+>>> check_layer(keras.layers.Conv2D(4, 3))
+'conv'
+>>> float32_dtype(None, "q")
+'float32'
+"""
+
+import keras
+
+from keras_nna.quantization.layer_kinds import keras3_type_error, quantizable_kind
+
+__all__ = ["SUPPORTED_LAYERS", "check_layer", "check_not_keras_quantized", "float32_dtype",
+           "refuse_keras_quantize"]
+
+SUPPORTED_LAYERS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense")
+
+
+def check_layer(layer):
+    """Checks that `layer` can be wrapped and returns its kind.
+
+    Args:
+        layer: The layer to wrap.
+
+    Returns:
+        `"conv"`, `"depthwise"`, `"separable"` or `"dense"`.
+
+    Raises:
+        TypeError: If `layer` is not a Keras 3 layer.
+        ValueError: If its class or configuration is not supported.
+
+    Example:
+
+    >>> check_layer(keras.layers.Dense(2))
+    'dense'
+    """
+    error = keras3_type_error(layer, keras.layers.Layer, "QuantizeWrapper")
+    if error is not None:
+        raise error
+    kind = quantizable_kind(layer)
+    if kind is None:
+        raise ValueError(
+            f"QuantizeWrapper cannot wrap layer '{layer.name}' of class "
+            f"{type(layer).__name__}: expected one of {', '.join(SUPPORTED_LAYERS)}."
+        )
+    cfg = layer.get_config()
+    problems = []
+    if kind != "dense":
+        if cfg.get("data_format", "channels_last") != "channels_last":
+            problems.append(f"data_format={cfg['data_format']!r} (expected 'channels_last')")
+        if tuple(cfg.get("dilation_rate", (1, 1))) not in ((1, 1), (1,)):
+            problems.append(f"dilation_rate={cfg['dilation_rate']} (expected (1, 1))")
+        if cfg.get("groups", 1) != 1:
+            problems.append(f"groups={cfg['groups']} (expected 1)")
+        if cfg.get("depth_multiplier", 1) != 1:
+            problems.append(f"depth_multiplier={cfg['depth_multiplier']} (expected 1)")
+        if cfg.get("padding") not in ("same", "valid"):
+            problems.append(f"padding={cfg.get('padding')!r} (expected 'same' or 'valid')")
+        if kind == "separable" and cfg["strides"][0] != cfg["strides"][1]:
+            problems.append(f"strides={cfg['strides']} (separable needs equal strides)")
+    act = cfg.get("activation", "linear")
+    if act not in ("linear", "relu", None):
+        problems.append(f"activation={act!r} (expected 'linear' or 'relu')")
+    if problems:
+        raise ValueError(
+            f"Layer '{layer.name}' ({type(layer).__name__}) cannot be quantized: "
+            + "; ".join(problems)
+            + ". Change the layer configuration before quantize_model."
+        )
+    return kind
+
+
+def check_not_keras_quantized(layer, wrapper_name):
+    """Raises if Keras' own quantization (`Model.quantize`) touched `layer`.
+
+    Args:
+        layer: The layer inside a `QuantizeWrapper` (or the layer about to be wrapped).
+        wrapper_name: Name of the wrapper, for the message.
+
+    Raises:
+        ValueError: If `layer.quantization_mode` is set (e.g. `"int8"`).
+
+    Example:
+
+    >>> check_not_keras_quantized(keras.layers.Dense(2), "fc")  # a float layer passes
+    """
+    mode = getattr(layer, "quantization_mode", None)
+    if mode is not None:
+        raise ValueError(
+            f"Keras quantization mode {mode!r} was applied to the layer '{layer.name}' inside "
+            f"QuantizeWrapper '{wrapper_name}': Keras replaced its kernel with its own "
+            "quantized one, which breaks keras_nna's integer semantics and the exported program. "
+            "Expected a float layer. Quantize with keras_nna's quantize_model only (do not call "
+            "model.quantize(...) on its result); rebuild the quantized model from the float "
+            "model with keras_nna.quantization.quantize_model(float_model).")
+
+
+def refuse_keras_quantize(wrapper_name):
+    """A `quantize` method for the wrapped layer that refuses Keras' quantization.
+
+    `Model.quantize` calls `quantize` on every leaf layer, so the layer inside
+    a wrapper would be rewritten behind the wrapper's back; it catches
+    `NotImplementedError`/`AttributeError` (a warning), hence a `ValueError`.
+
+    Args:
+        wrapper_name: Name of the wrapper, for the message.
+
+    Returns:
+        A function to set as the wrapped layer's `quantize` attribute.
+
+    Example:
+
+    >>> refuse = refuse_keras_quantize("fc")
+    >>> refuse("int8")
+    Traceback (most recent call last):
+    ...
+    ValueError: Keras quantization mode 'int8' cannot be applied to the layer inside QuantizeWrapper 'fc': keras_nna already quantizes it for the accelerator (docs/quantization.md), and Keras' kernel rewrite would make predict differ from the exported program. Use keras_nna's quantize_model only, on the float model.
+    """
+
+    def quantize(mode=None, type_check=True, config=None):
+        raise ValueError(
+            f"Keras quantization mode {mode!r} cannot be applied to the layer inside "
+            f"QuantizeWrapper '{wrapper_name}': keras_nna already quantizes it for the accelerator "
+            "(docs/quantization.md), and Keras' kernel rewrite would make predict differ from the "
+            "exported program. Use keras_nna's quantize_model only, on the float model.")
+
+    return quantize
+
+
+def float32_dtype(dtype, name):
+    """Returns `"float32"`; refuses an explicit dtype that computes in another precision.
+
+    Args:
+        dtype: The `dtype` passed to the wrapper, or `None`.
+        name: The wrapper's name, for the message.
+
+    Returns:
+        `"float32"`.
+
+    Raises:
+        ValueError: If `dtype` computes or stores in another precision.
+
+    Example:
+
+    >>> float32_dtype("float32", "q")
+    'float32'
+    """
+    if dtype is not None:
+        policy = keras.dtype_policies.get(dtype)
+        if policy.compute_dtype != "float32" or policy.variable_dtype != "float32":
+            raise ValueError(
+                f"QuantizeWrapper '{name}' computes in float32 (its inference is exact integer "
+                f"arithmetic that must equal the exported program bit for bit); received "
+                f"dtype={policy.name!r}. Remove the dtype argument: the wrapper ignores "
+                "keras.mixed_precision's global policy.")
+    return "float32"
