@@ -39,6 +39,11 @@ class BuildTFOp(build_ext):
         self.compiler.compiler_so = [a for a in self.compiler.compiler_so if a not in ("-g", "-O2")]
         if "-Wstrict-prototypes" in self.compiler.compiler_so:
             self.compiler.compiler_so.remove("-Wstrict-prototypes")
+        # No build-machine RUNPATH (Python's LDSHARED adds -Wl,-rpath,<prefix>/lib): the op
+        # needs only libtensorflow_framework.so.2, which TensorFlow has loaded before
+        # tf.load_op_library runs, so the dynamic linker finds it by its soname.
+        self.compiler.linker_so = [a for a in self.compiler.linker_so
+                                   if not a.startswith(("-Wl,-rpath", "-Wl,-R"))]
         super().build_extensions()
 
     def get_ext_filename(self, ext_name):

@@ -15,6 +15,11 @@ PIP="python -m pip install -q --disable-pip-version-check"
 $PIP "tensorflow-cpu==2.21.*"
 $PIP setuptools wheel
 $PIP --no-build-isolation -e ".[cpu,test,tutorials]"
+# tensorflow-model-optimization only for the schedule-interop test, apart from this environment:
+# importing it switches tf.keras to tf_keras (TF_USE_LEGACY_KERAS=1), and its tf_keras would pull
+# the full `tensorflow` wheel next to tensorflow-cpu. Users who want it: pip install "keras_nna[tfmot]".
+[ -d build/tfmot-interop/tensorflow_model_optimization ] || $PIP --no-deps --target build/tfmot-interop \
+  "tensorflow-model-optimization==0.8.*" "tf_keras==2.21.*" "dm-tree>=0.1.8"
 # Editable installs do not always place the op next to the sources: build it in place.
 python setup.py -q build_ext --inplace
 python -c "import keras_nna.runtime as r; r.load_op_library(); print('keras_nna installed; emulator op loads')"
