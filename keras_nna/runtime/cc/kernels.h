@@ -19,22 +19,24 @@ enum class Mode { kAuto, kEvent, kDense };
 
 // Output positions one input coordinate reaches: pairs (k, o) with
 // o*stride - pad + k == i, 0 <= k < ksize, 0 <= o < out.
-struct Taps {  // (used by the event kernels)
-  std::vector<int> start;             // per input coordinate, index into k/o
-  std::vector<int16_t> k, o;
+// Coordinates are int32: a layer may be 65,535 rows or columns (u16 fields),
+// so an int16 `o` wrapped negative past 32,767 (docs/bytecode.md, "Bounds").
+struct Taps {  // (used by the event kernels and the synops tables)
+  std::vector<int32_t> start;  // per input coordinate, index into k/o (<= in*ksize < 2^20)
+  std::vector<int32_t> k, o;   // k < 15 (conv kernels), o < out <= 65,535
   Taps(int in, int ksize, int stride, int pad, int out) : start(in + 1, 0) {
     for (int i = 0; i < in; ++i) {
-      start[i] = int(k.size());
+      start[i] = int32_t(k.size());
       for (int kk = 0; kk < ksize; ++kk) {
         const int t = i + pad - kk;
         if (t < 0) break;
         if (t % stride) continue;
         if (t / stride >= out) continue;
-        k.push_back(int16_t(kk));
-        o.push_back(int16_t(t / stride));
+        k.push_back(kk);
+        o.push_back(t / stride);
       }
     }
-    start[in] = int(k.size());
+    start[in] = int32_t(k.size());
   }
 };
 
