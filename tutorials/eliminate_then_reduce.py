@@ -46,86 +46,8 @@ lr 1e-3 and 2 QAT epochs at 5e-4 for every stage; 30 % of filters per layer; 50 
 of weights, first layer dense; distillation T=4, alpha 0.5 (the run in
 tutorials/README.md).
 
-How the recipe was chosen. Earlier tries (5 fine-tune epochs, step 1/4, the
-float model as teacher) on the same data and float model, all with
-distillation and ReLUs capped unless said, against the unregularized baseline of a
-first full run (5 fine-tune epochs at lr 1e-3, 2 QAT: 0.9070, 6,392 events; QAT
-accuracy on all 10,000 test images, emulator events on the first 1,000)::
-
-    hoyer  l1    fine-tune       QAT  other            QAT acc  events  fewer  loss (pt)
-    1.2    0.12  5 ep, lr 1e-3   2                     0.8876   2,442   2.62×  1.94
-    1.2    0.12  5 ep, lr 1e-3   4                     0.8875   2,446   2.61×  1.95
-    1.0    0.10  8 ep, lr 1e-3   2                     0.8884   2,369   2.70×  1.86
-    1.0    0.10  8 ep, lr 1e-3   2    kd_alpha 0.2     0.8894   2,603   2.46×  1.76
-    1.0    0.10  8 ep, lr 1e-3   2    l2 0.05          0.8852   2,282   2.80×  2.18
-    1.0    0.10  none            7                     0.8923   3,359   1.90×  1.47
-    1.0    0.10  4 ep, lr 1e-3   4                     0.8917   2,779   2.30×  1.53
-    1.3    0.13  4 ep, lr 1e-3   4                     0.8883   2,493   2.56×  1.87
-    1.0    0.10  8 ep, lr 2e-3   2                     0.8840   1,995   3.20×  2.30
-    1.2    0.12  5 ep, lr 1e-3   2    no distillation  0.8525   1,726   3.70×  5.45
-
-Those rows predate the QAT-gradient fix of ``ActivityRegularizer`` (its |x| now has
-gradient +1 at 0, so activations that round to 0 keep being pushed down in QAT).
-With it, the first row's recipe gave 0.8830 / 2,293 events in a full run (2.79×,
-−2.40). Tries after the fix, each one ``python tutorials/recipe_tries.py
---float_model reports/eliminate_then_reduce/float_model.keras --ft_epochs 5
---activation_max 4 --teacher float --hoyer 1.2 --l1 0.12`` with the flags named
-(same baseline)::
-
-    flags                                          QAT acc  events  fewer  loss (pt)
-    --hoyer 1.0 --l1 0.1                           0.8813   2,460   2.60×  2.57
-    --hoyer 0.8 --l1 0.08                          0.8934   2,799   2.28×  1.36
-    --hoyer 2.0 --l1 0                             0.8729   1,995   3.20×  3.41
-    --ft_epochs 0 --qat_epochs 7 (QAT only)        0.8882   2,678   2.39×  1.88
-    same, --qat_lr 1e-3                            0.8807   2,145   2.98×  2.63
-    --ramp 0.6 (strength 0 → 1 over 60 % of ft)    0.8769   2,690   2.38×  3.01
-    --ramp 0.6 --hoyer 1.5 --l1 0.15               0.8779   2,397   2.67×  2.91
-    --qat_teacher student                          0.8721   2,188   2.92×  3.49
-    --qat_teacher student --qat_kd_alpha 0.1       0.8800   2,267   2.82×  2.70
-    --teacher (AkidaNet 0.5, 10 ep, 0.9196)        0.8870   2,794   2.29×  2.00
-
-(with that wider teacher the baseline + KD reaches 0.9103 / 6,412 events), and before
-the fix ``--capped_l1 0.06 --l1 0`` (an L0-like ``min(x, 0.5) / 0.5`` term): 0.8872 /
-2,470 (2.59×, −1.98); ``--hoyer 2.0 --l1 0``: 0.8794 / 2,186 (2.92×, −2.76). All on
-one curve (run-to-run noise of the same recipe: about 0.3 points).
-
-With QAT at lr 1e-3 instead of 5e-4 both rows move up together (baseline 0.9114 /
-6,403 events, regularizer + KD 0.8880 / 2,451: 2.61×, −2.34 against its own
-baseline).
-
-and, on 5,000 test images, the cap: ``hoyer=1.2, l1=0.12``, 5 + 2 epochs,
-uncapped 0.8748 / 2,521 events (QAT lost 1.8 points from the float model), with
-``l2=0.1`` 0.8812 / 2,452, capped 0.8894 / 2,442 (QAT lost 0.3). Without
-distillation the same strengths overshoot: the distillation loss (×T² = 16) sets
-the balance. A higher fine-tune learning rate moves the trade-off towards fewer
-events (second to last row), but a full run with it (``--hoyer 0.7 --l1 0.07
---ft_lr 2e-3 --ft_epochs 8``) also lifts the baseline (0.9098, 6,253 events) and
-lands regularizer + KD at 0.8856 / 2,263 events (2.76×, −2.42 points), no nearer
-the target than the defaults. In every try QAT loses 0.5–1.3 points of the
-regularized float model's accuracy (the baseline loses 0.2–0.4) and adds 15–30 %
-events: the sparse float network is the harder one to quantize.
-
-That was the rounding step. Quantized without QAT (``ptq_steps.py`` on the float
-students that ``recipe_tries.py --qat_epochs 0 --save_float`` saves, 5 fine-tune
-epochs), step 1/8 (0–1.875) lifts the regularized model (``hoyer 1.2``, float
-0.8907) from 0.7944 to 0.8326 while the baseline (float 0.9088) falls from 0.8872
-to 0.8735; the step with the smaller squared error of the ReLU outputs is 1/4 for
-both, so an MSE criterion does not find it. The tries that led to the defaults (``recipe_tries.py`` with the flags
-named, against the unregularized baseline with the same fine-tune epochs: 5 ep
-0.9070 / 6,392, 10 ep 0.9056 / 6,326; step 1/8 for the baseline: 0.9017 / 6,584)::
-
-    flags                                          float   QAT acc  events  fewer  loss (pt)
-    --activation_max 1.875, 5 ep, hoyer 1.2        0.8892  0.8877   2,558   2.50×  1.93
-    same, float ReLUs capped at 3.75 (--cap_max 4) 0.8907  0.8797   2,443   2.62×  2.73
-    same as first, AkidaNet 0.5 teacher            0.9000  0.8957   3,128   2.04×  1.13
-    --activation_max 1.875, 10 ep, hoyer 1.2       0.8944  0.8882   2,070   3.06×  1.74
-    same, hoyer 1.0, l1 0.1                        0.8956  0.8895   2,266   2.79×  1.61
-    same as 10 ep hoyer 1.2, AkidaNet 0.5 teacher  0.8986  0.8962   2,514   2.52×  0.94
-
-Longer fine-tuning and the wider teacher each moved the curve; the defaults take
-both with a slightly stronger regularizer (``hoyer 1.4, l1 0.14``) for margin on
-the event count; the full run (tutorials/README.md) gave 0.8908 / 2,390 events,
-2.65× for −1.48 points against its 0.9056 / 6,326 baseline.
+How these defaults were chosen (every try, with the command that reruns it) is
+in ``experiments/eliminate_then_reduce.md``.
 
 Events, synops, program bytes and energy (profile ``nna-1core``) are per
 inference, measured by the emulator on the first 1,000 test images; the events
@@ -151,7 +73,7 @@ import common
 
 STAGES = (("baseline", False), ("baseline", True), ("regularizer", False), ("regularizer", True),
           ("pruning", False), ("pruning", True), ("both", False), ("both", True))
-TARGET_EVENT_RATIO = 2.5  # the target: >= 2.5x fewer events ...
+TARGET_EVENT_RATIO = 2.5  # the goal this recipe was tuned for: >= 2.5x fewer events ...
 TARGET_ACC_LOSS = 1.5  # ... for <= 1.5 accuracy points (QAT accuracy vs the baseline)
 
 

@@ -22,7 +22,7 @@ input pixels included, mean over the first 1,000 test images; they match the
 emulator's count to the event). Each run appends one JSON line to ``--out``.
 
     python tutorials/eliminate_then_reduce.py --jobs 2          # saves the float model
-    python tutorials/recipe_tries.py --float_model reports/eliminate_then_reduce/float_model.keras \\
+    python experiments/recipe_tries.py --float_model reports/eliminate_then_reduce/float_model.keras \\
         --hoyer 2.0 --l1 0                                       # one try
 """
 
@@ -31,7 +31,10 @@ import json
 import os
 import time
 
-import common
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tutorials"))
+import common  # noqa: E402  (the tutorials' shared steps)
 
 
 _TRY = {"scale": None, "capped_l1": 0.0, "width": 0.5}  # process-wide: survives clone/quantize

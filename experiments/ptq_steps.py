@@ -5,17 +5,21 @@ quantize a saved float model with ``quantize_model`` (no training) for a few
 ``activation_max`` values and print test accuracy and events per image, plus the
 step a mean-squared-error criterion would choose from the float ReLU outputs.
 
-    python tutorials/recipe_tries.py --float_model reports/eliminate_then_reduce/float_model.keras \\
+    python experiments/recipe_tries.py --float_model reports/eliminate_then_reduce/float_model.keras \\
         --ft_epochs 5 --activation_max 4 --teacher float --hoyer 1.2 --l1 0.12 --qat_epochs 0 \\
         --save_float reports/reg_float.keras
-    python tutorials/ptq_steps.py reports/reg_float.keras
+    python experiments/ptq_steps.py reports/reg_float.keras
 """
 
 import argparse
+import os
 
 import numpy as np
 
-import common
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tutorials"))
+import common  # noqa: E402  (the tutorials' shared steps)
 
 
 def main(argv=None):
