@@ -5,8 +5,10 @@ asks each `QuantizeWrapper` for its integer kernel codes and fixed-point
 requantization (the very tensors its inference path uses, so the program
 reproduces `model.predict` bit for bit), tracks the bits and power-of-two
 step of every activation, and emits one `LayerRecord` per accelerator
-instruction. Dropout and identity activations vanish; BatchNorm and ReLU are
-already folded into the wrappers.
+instruction. Each layer is lowered by the function `_LOWERERS` holds for its
+kind (`keras_nna.quantization.layer_kinds`; a `QuantizeWrapper` is kind
+`"quantized"`). Dropout, Identity and linear activations vanish; BatchNorm and
+ReLU are already folded into the wrappers.
 
 Example:
 
@@ -32,8 +34,10 @@ from keras_nna.quantization.pooling import (
     QuantizedAveragePooling2D,
     QuantizedGlobalAveragePooling2D,
 )
+from keras_nna.quantization.checks import check_not_keras_quantized
+from keras_nna.quantization.layer_kinds import keras3_type_error, layer_kind
 from keras_nna.quantization.quantizers import reciprocal_multiplier
-from keras_nna.quantization.wrapper import QuantizeWrapper
+from keras_nna.quantization.wrapper import is_quantize_wrapper
 
 __all__ = ["export_model", "ExportError"]
 
@@ -90,6 +94,15 @@ def _lower_wrapper(layer, shape, bits, f_in):
             rec.w2_bits = s["weight_bits"]
         out_c = shape[2] if kind == "depthwise" else (rec.weights2 if kind == "separable" else rec.weights).shape[-1]
         rec.out_shape = (oh, ow, out_c)
+    _set_requantization(layer, rec, s, f_in)
+    if s["activation_bits"]:
+        rec.out_bits = s["activation_bits"]
+        rec.out_exp = -int(round(math.log2(s["activation_step"])))
+    return rec
+
+
+def _set_requantization(layer, rec, s, f_in):
+    """Integer multiplier, offset and shift of a wrapper's requantization, range-checked."""
     m, e, n = (np.asarray(v, np.int64) for v in (s["m"], s["e"], s["n"]))
     # z_real * 2^e = acc_int * m * 2^-f_in + n  ->  integers with shift sh.
     if f_in >= 0:
@@ -112,10 +125,124 @@ def _lower_wrapper(layer, shape, bits, f_in):
     if worst >= 1 << 53:
         raise _err(layer, f"the worst-case requantization value {worst} exceeds 2^53",
                    "Use fewer weight/activation bits for this layer.")
-    if s["activation_bits"]:
-        rec.out_bits = s["activation_bits"]
-        rec.out_exp = -int(round(math.log2(s["activation_step"])))
-    return rec
+
+
+class _Chain:
+    """What the instructions lowered so far produce: the next instruction's input."""
+
+    def __init__(self, in_shape):
+        self.records = []
+        self.shape, self.bits, self.f_in = in_shape, 8, 0
+        self.input_scale = 1.0
+
+    def append(self, rec):
+        self.records.append(rec)
+        self.shape, self.bits, self.f_in = rec.out_shape, rec.out_bits, rec.out_exp
+
+
+def _no_instruction(layer, chain=None):
+    raise _err(layer, "this layer has no accelerator instruction",
+               "Quantize the float model with keras_nna.quantization.quantize_model first; "
+               "supported after quantization: QuantizeWrapper, MaxPooling2D, "
+               "QuantizedAveragePooling2D, QuantizedGlobalAveragePooling2D, Flatten, Dropout.")
+
+
+def _lower_quantized(layer, chain):
+    """A `QuantizeWrapper`: conv / depthwise / separable / dense instruction."""
+    try:
+        check_not_keras_quantized(layer.layer, layer.name)
+    except ValueError as err:
+        raise ExportError(str(err)) from err
+    if layer.first_layer != (not any(r.kind != "flatten" for r in chain.records)):
+        raise _err(layer, "first_layer flag does not match its position",
+                   "Re-run quantize_model on the float model.")
+    if layer.first_layer:
+        chain.input_scale = layer.input_scale
+    return _lower_wrapper(layer, chain.shape, chain.bits, chain.f_in)
+
+
+def _lower_maxpool(layer, chain):
+    if not isinstance(layer, keras.layers.MaxPooling2D):
+        _no_instruction(layer)
+    cfg = layer.get_config()
+    pool, strides = tuple(cfg["pool_size"]), tuple(cfg["strides"] or cfg["pool_size"])
+    (oh, ow), pads = _spatial(layer, chain.shape, pool, strides, cfg["padding"])
+    return LayerRecord("maxpool", chain.shape, (oh, ow, chain.shape[2]), chain.bits, chain.bits,
+                       chain.f_in, pool=pool, strides=strides, pads=pads, name=layer.name)
+
+
+def _lower_avgpool(layer, chain):
+    """A quantized (global) average pooling; Keras' float ones have no instruction."""
+    if not isinstance(layer, (QuantizedAveragePooling2D, QuantizedGlobalAveragePooling2D)):
+        _no_instruction(layer)
+    shape, bits, f_in = chain.shape, chain.bits, chain.f_in
+    if (layer.bits, -int(round(math.log2(layer.step)))) != (bits, f_in) or not chain.records:
+        raise _err(layer, f"its bits/step ({layer.bits}, {layer.step}) differ from its "
+                   f"input's ({bits}, {2.0 ** -f_in})", "Re-run quantize_model.")
+    if isinstance(layer, QuantizedGlobalAveragePooling2D):
+        pool, strides = shape[:2], (1, 1)
+    else:
+        pool, strides = layer.pool_size, layer.strides
+    (oh, ow), pads = _spatial(layer, shape, pool, strides, "valid")
+    m, s = reciprocal_multiplier(pool[0] * pool[1])
+    return LayerRecord("avgpool", shape, (oh, ow, shape[2]), bits, bits, f_in, pool=pool,
+                       strides=strides, m=np.array([m]), sh=np.array([s]), name=layer.name)
+
+
+def _lower_flatten(layer, chain):
+    """Flatten of a 1x1 map computes nothing (no instruction)."""
+    shape = chain.shape
+    if shape[0] == 1 and shape[1] == 1:
+        return None
+    return LayerRecord("flatten", shape, (1, 1, int(np.prod(shape))), chain.bits, chain.bits,
+                       chain.f_in, name=layer.name)
+
+
+def _lower_nothing(layer, chain):
+    """Dropout, Identity, Activation("linear"): no instruction."""
+    return None
+
+
+# Export kind (see `_export_kind`) -> lowerer(layer, chain) returning a LayerRecord or None.
+_LOWERERS = {
+    "quantized": _lower_quantized,
+    "maxpool": _lower_maxpool,
+    "avgpool": _lower_avgpool,
+    "global_avgpool": _lower_avgpool,
+    "flatten": _lower_flatten,
+    "passthrough": _lower_nothing,
+}
+
+
+def _export_kind(layer):
+    return "quantized" if is_quantize_wrapper(layer) else layer_kind(layer)
+
+
+def _input_shape(model):
+    error = keras3_type_error(model, keras.Model, "export_model")
+    if error is not None:
+        raise ExportError(str(error))
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ExportError("export_model expects a keras.Model with one input and one output.")
+    in_shape = tuple(model.inputs[0].shape[1:])
+    if len(in_shape) != 3 or None in in_shape:
+        raise ExportError(
+            f"The model input must be a fixed-size image (H, W, C); received {in_shape}. "
+            "Build the model with keras.Input((H, W, C))."
+        )
+    return in_shape
+
+
+def _check_output(model, records):
+    if not records:
+        raise ExportError("The model has no layer to export.")
+    out_rank = len(model.outputs[0].shape)
+    last = records[-1].out_shape
+    if out_rank == 4 and last[0] == 1 and last[1] == 1:
+        raise ExportError(
+            "The model output is a 1x1 feature map; the program returns it as a vector. "
+            "Add Flatten or GlobalAveragePooling2D at the end."
+        )
 
 
 def export_model(model, path=None):
@@ -130,85 +257,43 @@ def export_model(model, path=None):
         The `Program` (call `.to_bytes()` for the bytecode).
 
     Raises:
-        ExportError: If a layer is not supported, the graph is not a chain,
-            or a value range exceeds what the accelerator represents. The
-            message names the layer and why.
+        ExportError: If `model` is not a Keras 3 model, a layer is not
+            supported (also a layer that Keras' own `model.quantize` rewrote),
+            the graph is not a chain, or a value range exceeds what the
+            accelerator represents. The message names the layer and why.
+
+    Example:
+
+    >>> from keras_nna.quantization import quantize_model
+    >>> inputs = keras.Input((4, 4, 1))
+    >>> x = keras.layers.Conv2D(2, 3, activation="relu")(inputs)
+    >>> x = keras.layers.Dropout(0.5)(keras.layers.GlobalAveragePooling2D()(x))
+    >>> program = export_model(quantize_model(keras.Model(inputs, keras.layers.Dense(2)(x))))
+    >>> [(layer.kind, layer.out_shape) for layer in program.layers]
+    [('conv', (2, 2, 2)), ('avgpool', (1, 1, 2)), ('dense', (1, 1, 2))]
     """
-    if not isinstance(model, keras.Model) or len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ExportError("export_model expects a keras.Model with one input and one output.")
-    in_shape = tuple(model.inputs[0].shape[1:])
-    if len(in_shape) != 3 or None in in_shape:
-        raise ExportError(
-            f"The model input must be a fixed-size image (H, W, C); received {in_shape}. "
-            "Build the model with keras.Input((H, W, C))."
-        )
-    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    records = []
-    shape, bits, f_in = in_shape, 8, 0
-    input_scale = 1.0
+    in_shape = _input_shape(model)
+    chain = _Chain(in_shape)
     current = model.inputs[0]
-    for layer in layers:
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
         if layer.input is not current:
             raise _err(layer, "the model is not a simple chain (it has a branch or merge)",
                        "Export supports sequential chains of layers.")
         current = layer.output
-        if records and records[-1].out_bits == 0:
+        if chain.records and chain.records[-1].out_bits == 0:
             raise _err(layer, "it follows a layer without quantized ReLU output",
                        "Only the last layer may produce raw (non-ReLU) values; add BatchNorm+ReLU.")
-        if isinstance(layer, QuantizeWrapper):
-            if layer.first_layer != (not any(r.kind != "flatten" for r in records)):
-                raise _err(layer, "first_layer flag does not match its position",
-                           "Re-run quantize_model on the float model.")
-            if layer.first_layer:
-                input_scale = layer.input_scale
-            rec = _lower_wrapper(layer, shape, bits, f_in)
-        elif isinstance(layer, keras.layers.MaxPooling2D):
-            cfg = layer.get_config()
-            pool, strides = tuple(cfg["pool_size"]), tuple(cfg["strides"] or cfg["pool_size"])
-            (oh, ow), pads = _spatial(layer, shape, pool, strides, cfg["padding"])
-            rec = LayerRecord("maxpool", shape, (oh, ow, shape[2]), bits, bits, f_in, pool=pool,
-                              strides=strides, pads=pads, name=layer.name)
-        elif isinstance(layer, (QuantizedAveragePooling2D, QuantizedGlobalAveragePooling2D)):
-            if (layer.bits, -int(round(math.log2(layer.step)))) != (bits, f_in) or not records:
-                raise _err(layer, f"its bits/step ({layer.bits}, {layer.step}) differ from its "
-                           f"input's ({bits}, {2.0 ** -f_in})", "Re-run quantize_model.")
-            if isinstance(layer, QuantizedGlobalAveragePooling2D):
-                pool, strides = shape[:2], (1, 1)
-            else:
-                pool, strides = layer.pool_size, layer.strides
-            (oh, ow), pads = _spatial(layer, shape, pool, strides, "valid")
-            m, s = reciprocal_multiplier(pool[0] * pool[1])
-            rec = LayerRecord("avgpool", shape, (oh, ow, shape[2]), bits, bits, f_in, pool=pool,
-                              strides=strides, m=np.array([m]), sh=np.array([s]), name=layer.name)
-        elif isinstance(layer, keras.layers.Flatten):
-            if shape[0] == 1 and shape[1] == 1:
-                continue
-            rec = LayerRecord("flatten", shape, (1, 1, int(np.prod(shape))), bits, bits, f_in,
-                              name=layer.name)
-        elif isinstance(layer, keras.layers.Dropout) or (
-            isinstance(layer, keras.layers.Activation) and layer.get_config()["activation"] == "linear"
-        ):
+        rec = _LOWERERS.get(_export_kind(layer), _no_instruction)(layer, chain)
+        if rec is None:
             continue
-        else:
-            raise _err(layer, "this layer has no accelerator instruction",
-                       "Quantize the float model with keras_nna.quantization.quantize_model first; "
-                       "supported after quantization: QuantizeWrapper, MaxPooling2D, "
-                       "QuantizedAveragePooling2D, QuantizedGlobalAveragePooling2D, Flatten, Dropout.")
-        if not records and rec.kind in ("maxpool", "avgpool"):
+        if not chain.records and rec.kind in ("maxpool", "avgpool"):
             raise _err(layer, "pooling cannot read the raw input image",
                        "Start the model with a conv or dense layer.")
-        records.append(rec)
-        shape, bits, f_in = rec.out_shape, rec.out_bits, rec.out_exp
-    if not records:
-        raise ExportError("The model has no layer to export.")
-    out_rank = len(model.outputs[0].shape)
-    last = records[-1].out_shape
-    if out_rank == 4 and last[0] == 1 and last[1] == 1:
-        raise ExportError(
-            "The model output is a 1x1 feature map; the program returns it as a vector. "
-            "Add Flatten or GlobalAveragePooling2D at the end."
-        )
-    program = Program(in_shape, 8, records, input_scale)
+        chain.append(rec)
+    _check_output(model, chain.records)
+    program = Program(in_shape, 8, chain.records, chain.input_scale)
     if path is not None:
         try:
             program.save(path)
