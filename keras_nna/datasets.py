@@ -348,13 +348,9 @@ def load_fashion_mnist(path=None, limit_train=None, limit_test=None, allow_downl
 
 
 def _check_images(x, fn):
-    x = np.asarray(x)
-    if x.dtype != np.uint8 or x.ndim != 4:
-        raise ValueError(f"`{fn}` expects uint8 images of shape (n, height, width, channels), "
-                         f"received {x.dtype} of shape {x.shape}. Add a channel axis with "
-                         f"`x[..., None]` and convert with `np.clip(np.round(x), 0, 255)"
-                         f".astype(np.uint8)`.")
-    return x
+    from keras_nna.export.images import check_images  # the one uint8 image rule
+
+    return check_images(x, convert=False, where=f"`{fn}`: ")
 
 
 def resize_images(x, size, batch_size=1024):

@@ -252,11 +252,15 @@ def test_resize_images_constant_and_identity():
     assert same is not x
 
 
-@pytest.mark.parametrize("bad", [np.zeros((2, 4, 4, 1), np.float32), np.zeros((4, 4, 1), np.uint8)])
-def test_helpers_reject_bad_images(bad):
-    with pytest.raises(ValueError, match="uint8 images of shape"):
+@pytest.mark.parametrize("bad,match", [
+    (np.zeros((2, 4, 4, 1), np.float32), r"Expected uint8 images. Received dtype float32.*np.clip"),
+    (np.zeros((4, 4, 1), np.uint8), r"Expected images of shape \(N, height, width, channels\).*"
+                                    r"Received: shape \(4, 4, 1\).*x\[\.\.\., None\]"),
+], ids=["float32", "rank3"])
+def test_helpers_reject_bad_images(bad, match):
+    with pytest.raises(ValueError, match="`resize_images`: " + match):
         datasets.resize_images(bad, (8, 8))
-    with pytest.raises(ValueError, match="uint8 images of shape"):
+    with pytest.raises(ValueError, match="`to_rgb`: " + match):
         datasets.to_rgb(bad)
 
 

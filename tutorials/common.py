@@ -91,15 +91,12 @@ def qat(model, x, y, policy=None, epochs=2, lr=5e-4, batch=64, callbacks=()):
 
 def run_program(program, images):
     """Runs a program on the emulator op (numpy reference if the op is missing)."""
-    try:
-        from keras_nna.runtime import Emulator
+    from keras_nna.runtime.emulator import run_program as run
 
-        return Emulator(program).run_with_stats(images)
-    except Exception as err:  # noqa: BLE001 - report and fall back
-        log(f"emulator op unavailable ({err}); using the numpy reference")
-        from keras_nna.export import run_reference
-
-        return run_reference(program, images)
+    outputs, stats, executor = run(program, images)
+    if executor != "emulator":
+        log("emulator op unavailable; used the numpy reference (same results, slower)")
+    return outputs, stats
 
 
 def deploy(qmodel, x_test, y_test, max_images=1000):

@@ -20,27 +20,17 @@ Example:
 """
 
 import struct
-import zlib
 
 import numpy as np
 
-from keras_nna.export.program import KINDS, WEIGHTED, LayerRecord, Program, conv_output_size
+from keras_nna.export.format import (  # noqa: F401  (MAX_LAYERS, MAGIC...: importable from here too)
+    CRC, HEADER, INSTR, KIND_NAMES, KINDS, MAGIC, MAX_LAYERS, POOL_RQ, POOLS, RQ_ENTRY, VERSION,
+    WEIGHTED, BytecodeError, crc32, instruction, peek_header, program_bytes)
+from keras_nna.export.format import fail as _fail
+from keras_nna.export.program import LayerRecord, Program, conv_output_size
 
-__all__ = ["BytecodeError", "write_program", "read_program", "pack_codes", "unpack_codes"]
-
-MAGIC = b"NNAB"
-VERSION = 1
-HEADER = struct.Struct("<4sHHIHHHBBfII")
-INSTR = struct.Struct("<BBBbHHHHHHBBBBBBBBBBBBIIIIIIHHB7s")
-RQ_ENTRY = struct.Struct("<iqB")
-POOL_RQ = struct.Struct("<IB")
-assert HEADER.size == 32 and INSTR.size == 64 and RQ_ENTRY.size == 13
-_KIND_NAMES = {v: k for k, v in KINDS.items()}
-MAX_LAYERS = 1024
-
-
-class BytecodeError(ValueError):
-    """Raised when bytes are not a valid keras_nna program."""
+__all__ = ["BytecodeError", "load_program", "write_program", "read_program", "pack_codes",
+           "unpack_codes"]
 
 
 def pack_codes(codes, bits):
@@ -122,11 +112,7 @@ def write_program(program):
         program.input_bits, 0, float(program.input_scale), 0, 0,
     )
     body = header + b"".join(instrs) + bytes(pool)
-    return body + struct.pack("<I", zlib.crc32(body))
-
-
-def _fail(where, msg):
-    raise BytecodeError(f"Invalid program: {where}: {msg}")
+    return body + CRC.pack(crc32(body))
 
 
 def _read_kernel(pool, where, off, length, enc, bits, count):
@@ -183,132 +169,203 @@ def read_program(data):
         BytecodeError: If any field is invalid; the message names it.
     """
     data = bytes(data)
-    if len(data) < HEADER.size + 4:
-        _fail("file", f"{len(data)} bytes is shorter than header + CRC ({HEADER.size + 4})")
-    magic, version, n_layers, pool_size, ih, iw, ic, ibits, flags, iscale, r0, r1 = HEADER.unpack_from(data)
-    if magic != MAGIC:
-        _fail("header", f"magic {magic!r}, expected {MAGIC!r} (not a keras_nna program)")
-    if version != VERSION:
-        _fail("header", f"format version {version}, this reader supports {VERSION}")
-    if not 1 <= n_layers <= MAX_LAYERS:
-        _fail("header", f"n_layers {n_layers} outside 1..{MAX_LAYERS}")
-    total = HEADER.size + INSTR.size * n_layers + pool_size + 4
-    if total != len(data):
-        _fail("header", f"sizes imply {total} bytes, file has {len(data)} (truncated or padded)")
-    crc = struct.unpack_from("<I", data, len(data) - 4)[0]
-    if crc != zlib.crc32(data[:-4]):
+    header = peek_header(data)
+    if CRC.unpack_from(data, len(data) - CRC.size)[0] != crc32(data[:-CRC.size]):
         _fail("file", "CRC-32 mismatch (corrupted bytes)")
+    ih, iw, ic, ibits, iscale = header.in_h, header.in_w, header.in_c, header.in_bits, header.input_scale
     if not (1 <= ih <= 4096 and 1 <= iw <= 4096 and 1 <= ic <= 8192):
         _fail("header", f"input shape {(ih, iw, ic)} outside limits")
-    if not 1 <= ibits <= 8 or flags or r0 or r1:
-        _fail("header", f"in_bits {ibits} / flags {flags} / reserved fields invalid")
+    if not 1 <= ibits <= 8 or header.flags or header.reserved0 or header.reserved1:
+        _fail("header", f"in_bits {ibits} / flags {header.flags} / reserved fields invalid")
     if not np.isfinite(iscale) or iscale <= 0:
         _fail("header", f"input_scale {iscale} must be finite and > 0")
-    pool = data[HEADER.size + INSTR.size * n_layers: -4]
+    pool = data[HEADER.size + INSTR.size * header.n_layers: -CRC.size]
     layers = []
-    prev_shape, prev_bits, prev_exp = (ih, iw, ic), ibits, None
-    for i in range(n_layers):
-        f = INSTR.unpack_from(data, HEADER.size + INSTR.size * i)
-        rec = _parse_instr(f, i, pool, prev_shape, prev_bits, prev_exp, i == n_layers - 1)
+    prev = ((ih, iw, ic), ibits, None)
+    for i in range(header.n_layers):
+        rec = _parse_instr(instruction(data, i), i, pool, prev, i == header.n_layers - 1)
         layers.append(rec)
-        prev_shape, prev_bits, prev_exp = rec.out_shape, rec.out_bits, rec.out_exp
+        prev = (rec.out_shape, rec.out_bits, rec.out_exp)
     return Program((ih, iw, ic), ibits, layers, float(iscale))
 
 
-def _parse_instr(f, i, pool, prev_shape, prev_bits, prev_exp, last):
-    (kind_id, in_bits, out_bits, out_exp, ih, iw, ic, oh, ow, oc, kh, kw, sh_, sw_, pt, pl, pb, pr,
-     w_bits, w2_bits, w_enc, w2_enc, w_off, w_len, w2_off, w2_len, rq_off, rq_len, ph, pw,
-     acc_wide, reserved) = f
-    where = f"layer {i}"
-    kind = _KIND_NAMES.get(kind_id)
+def load_program(program):
+    """Returns a `Program` from bytecode, a path to a bytecode file, or a `Program`.
+
+    Args:
+        program: `bytes`-like bytecode, a path (`str` or `os.PathLike`), or a
+            `Program` (returned as is).
+
+    Returns:
+        The `Program` (validated when read from bytes).
+
+    Raises:
+        BytecodeError: If the bytes are not a valid program.
+        FileNotFoundError / IsADirectoryError: For a bad path.
+        TypeError: For any other type.
+
+    Example:
+
+    >>> load_program(b"NNAB")
+    Traceback (most recent call last):
+    ...
+    keras_nna.export.format.BytecodeError: Invalid program: file: 4 bytes received, expected at \
+least 36 (header + CRC): the file is truncated or not a program
+    """
+    if isinstance(program, Program) or (hasattr(program, "layers")
+                                        and hasattr(program, "input_shape")):
+        return program
+    return read_program(program_bytes(program))
+
+
+def _parse_instr(f, i, pool, prev, last):
+    """Validates instruction `f` (an `Instr`) after `prev = (shape, bits, exp)`."""
+    kind = KIND_NAMES.get(f.kind)
     if kind is None:
-        _fail(where, f"unknown kind {kind_id} (expected 1..7)")
+        _fail(f"layer {i}", f"unknown kind {f.kind} (expected 1..{len(KINDS)})")
     where = f"layer {i} ({kind})"
-    if (ih, iw, ic) != tuple(prev_shape):
-        _fail(where, f"input shape {(ih, iw, ic)} != previous output {tuple(prev_shape)}")
-    if in_bits != prev_bits:
-        _fail(where, f"in_bits {in_bits} != previous out_bits {prev_bits}")
-    if reserved != b"\0" * 7 or acc_wide > 1:
+    in_shape, out_shape = (f.in_h, f.in_w, f.in_c), (f.out_h, f.out_w, f.out_c)
+    prev_shape, prev_bits, prev_exp = prev
+    if in_shape != tuple(prev_shape):
+        _fail(where, f"input shape {in_shape} != previous output {tuple(prev_shape)}")
+    if f.in_bits != prev_bits:
+        _fail(where, f"in_bits {f.in_bits} != previous out_bits {prev_bits}")
+    if f.reserved != b"\0" * 7 or f.acc_wide > 1:
         _fail(where, "reserved bytes must be 0 and acc_wide 0 or 1")
-    if min(oh, ow, oc) < 1:
-        _fail(where, f"output shape {(oh, ow, oc)} has a zero dimension")
-    rec = LayerRecord(kind, (ih, iw, ic), (oh, ow, oc), in_bits, out_bits, out_exp, (kh, kw),
-                      (sh_, sw_), (pt, pl, pb, pr), (ph, pw), w_bits, w2_bits, acc_wide=bool(acc_wide),
-                      name=f"{kind}_{i}", const_bytes=w_len + w2_len + rq_len)
+    if min(out_shape) < 1:
+        _fail(where, f"output shape {out_shape} has a zero dimension")
+    rec = LayerRecord(kind, in_shape, out_shape, f.in_bits, f.out_bits, f.out_exp, (f.kh, f.kw),
+                      (f.stride_h, f.stride_w), _pads(f), (f.pool_h, f.pool_w), f.w_bits,
+                      f.w2_bits, acc_wide=bool(f.acc_wide), name=f"{kind}_{i}",
+                      const_bytes=f.w_len + f.w2_len + f.rq_len)
     weighted = kind in WEIGHTED
-    if out_bits == 0:
+    if f.out_bits == 0:
         if not (weighted and last):
             _fail(where, "raw output (out_bits 0) is only allowed on a weighted last layer")
-        if out_exp != 0:
+        if f.out_exp != 0:
             _fail(where, "raw output must have out_exp 0")
-    elif not 1 <= out_bits <= 8:
-        _fail(where, f"out_bits {out_bits} outside 1..8")
-    if not weighted and (out_bits != in_bits or (prev_exp is not None and out_exp != prev_exp)):
+    elif not 1 <= f.out_bits <= 8:
+        _fail(where, f"out_bits {f.out_bits} outside 1..8")
+    if not weighted and (f.out_bits != f.in_bits or (prev_exp is not None and f.out_exp != prev_exp)):
         _fail(where, "pools and flatten keep the input's bits and step")
-    if kind == "dense":
-        if (ih, iw, oh, ow, kh, kw, sh_, sw_, pt, pl, pb, pr) != (1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0):
-            _fail(where, "dense needs 1x1 input/output, 1x1 kernel, stride 1, no padding")
-    elif kind == "flatten":
-        if (oh, ow, oc) != (1, 1, ih * iw * ic) or (kh, kw, sh_, sw_) != (1, 1, 1, 1) or any((pt, pl, pb, pr)):
-            _fail(where, f"flatten output must be (1, 1, {ih * iw * ic}) with unit kernel/stride")
-    else:
-        win = (kh, kw) if weighted else (ph, pw)
-        if weighted and not (1 <= kh <= 15 and 1 <= kw <= 15):
-            _fail(where, f"kernel {kh}x{kw} outside 1..15")
-        if not weighted and not (1 <= ph <= 4096 and 1 <= pw <= 4096):
-            _fail(where, f"pool window {ph}x{pw} outside 1..4096")
-        if not (1 <= sh_ <= 15 and 1 <= sw_ <= 15):
-            _fail(where, f"strides {(sh_, sw_)} outside 1..15")
-        if pt >= win[0] or pb >= win[0] or pl >= win[1] or pr >= win[1]:
-            _fail(where, f"padding {(pt, pl, pb, pr)} not smaller than the window {win}")
-        if kind == "avgpool" and any((pt, pl, pb, pr)):
-            _fail(where, "average pooling must not be padded")
-        if ih + pt + pb < win[0] or iw + pl + pr < win[1]:
-            _fail(where, f"window {win} larger than the padded input")
-        eh = conv_output_size(ih, win[0], sh_, pt, pb)
-        ew = conv_output_size(iw, win[1], sw_, pl, pr)
-        ec = oc if kind in ("conv", "separable") else ic
-        if (oh, ow, oc) != (eh, ew, ec):
-            _fail(where, f"output shape {(oh, ow, oc)}, expected {(eh, ew, ec)}")
-    if kind not in ("maxpool", "avgpool") and (ph or pw):
+    check_shape, read_constants = _READERS[kind]
+    check_shape(f, kind, where)
+    if kind not in POOLS and (f.pool_h or f.pool_w):
         _fail(where, "pool window set on a non-pool layer")
-    if kind in ("maxpool", "avgpool") and (kh, kw) != (1, 1):
-        _fail(where, f"pools keep kh = kw = 1 (window in pool_h/pool_w), got {(kh, kw)}")
-    if not weighted and acc_wide:
+    if kind in POOLS and (f.kh, f.kw) != (1, 1):
+        _fail(where, f"pools keep kh = kw = 1 (window in pool_h/pool_w), got {(f.kh, f.kw)}")
+    if not weighted and f.acc_wide:
         _fail(where, "acc_wide must be 0 for pools and flatten")
-    # constants
-    if weighted:
-        k1_count = {"conv": kh * kw * ic * oc, "depthwise": kh * kw * ic,
-                    "separable": kh * kw * ic, "dense": ic * oc}[kind]
-        codes = _read_kernel(pool, where + " kernel", w_off, w_len, w_enc, w_bits, k1_count)
-        shape = {"conv": (kh, kw, ic, oc), "depthwise": (kh, kw, ic), "separable": (kh, kw, ic),
-                 "dense": (ic, oc)}[kind]
-        rec.weights = codes.reshape(shape)
-        if kind == "separable":
-            codes2 = _read_kernel(pool, where + " pointwise", w2_off, w2_len, w2_enc, w2_bits, ic * oc)
-            rec.weights2 = codes2.reshape(ic, oc)
-        elif (w2_bits, w2_enc, w2_off, w2_len) != (0, 0, 0, 0):
-            _fail(where, "second kernel fields must be 0")
-        if rq_len != RQ_ENTRY.size * oc or rq_off + rq_len > len(pool):
-            _fail(where, f"requantization record ({rq_off}, {rq_len}) must be {RQ_ENTRY.size * oc} bytes inside the pool")
-        entries = [RQ_ENTRY.unpack_from(pool, rq_off + RQ_ENTRY.size * c) for c in range(oc)]
-        rec.m, rec.n, rec.sh = (np.array(v, np.int64) for v in zip(*entries))
-        if np.any(rec.sh < 1) or np.any(rec.sh > 62):
-            _fail(where, "requantization shift outside 1..62")
-        _check_bounds(rec, where)
-    else:
-        if (w_bits, w2_bits, w_enc, w2_enc, w_off, w_len, w2_off, w2_len) != (0,) * 8:
-            _fail(where, "kernel fields must be 0 for pools/flatten")
-        if kind == "avgpool":
-            if rq_len != POOL_RQ.size or rq_off + rq_len > len(pool):
-                _fail(where, f"average-pool record must be {POOL_RQ.size} bytes inside the pool")
-            m, s = POOL_RQ.unpack_from(pool, rq_off)
-            if not 1 <= s <= 40 or ph * pw * ((1 << in_bits) - 1) * m + (1 << (s - 1)) >= 1 << 62:
-                _fail(where, f"average-pool multiplier {m} / shift {s} out of range")
-            rec.m, rec.sh = np.array([m], np.int64), np.array([s], np.int64)
-        elif (rq_off, rq_len) != (0, 0):
-            _fail(where, "requantization fields must be 0")
+    read_constants(rec, f, pool, where)
     return rec
+
+
+def _pads(f):
+    return (f.pad_top, f.pad_left, f.pad_bottom, f.pad_right)
+
+
+def _check_dense_shape(f, kind, where):
+    geometry = (f.in_h, f.in_w, f.out_h, f.out_w, f.kh, f.kw, f.stride_h, f.stride_w, *_pads(f))
+    if geometry != (1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0):
+        _fail(where, "dense needs 1x1 input/output, 1x1 kernel, stride 1, no padding")
+
+
+def _check_flatten_shape(f, kind, where):
+    size = f.in_h * f.in_w * f.in_c
+    if ((f.out_h, f.out_w, f.out_c) != (1, 1, size) or (f.kh, f.kw, f.stride_h, f.stride_w)
+            != (1, 1, 1, 1) or any(_pads(f))):
+        _fail(where, f"flatten output must be (1, 1, {size}) with unit kernel/stride")
+
+
+def _check_window_shape(f, kind, where):
+    """Conv kinds and pools: window, strides, padding and the output shape they imply."""
+    weighted = kind in WEIGHTED
+    win = (f.kh, f.kw) if weighted else (f.pool_h, f.pool_w)
+    pt, pl, pb, pr = _pads(f)
+    if weighted and not (1 <= f.kh <= 15 and 1 <= f.kw <= 15):
+        _fail(where, f"kernel {f.kh}x{f.kw} outside 1..15")
+    if not weighted and not (1 <= f.pool_h <= 4096 and 1 <= f.pool_w <= 4096):
+        _fail(where, f"pool window {f.pool_h}x{f.pool_w} outside 1..4096")
+    if not (1 <= f.stride_h <= 15 and 1 <= f.stride_w <= 15):
+        _fail(where, f"strides {(f.stride_h, f.stride_w)} outside 1..15")
+    if pt >= win[0] or pb >= win[0] or pl >= win[1] or pr >= win[1]:
+        _fail(where, f"padding {(pt, pl, pb, pr)} not smaller than the window {win}")
+    if kind == "avgpool" and any((pt, pl, pb, pr)):
+        _fail(where, "average pooling must not be padded")
+    if f.in_h + pt + pb < win[0] or f.in_w + pl + pr < win[1]:
+        _fail(where, f"window {win} larger than the padded input")
+    eh = conv_output_size(f.in_h, win[0], f.stride_h, pt, pb)
+    ew = conv_output_size(f.in_w, win[1], f.stride_w, pl, pr)
+    ec = f.out_c if kind in ("conv", "separable") else f.in_c
+    if (f.out_h, f.out_w, f.out_c) != (eh, ew, ec):
+        _fail(where, f"output shape {(f.out_h, f.out_w, f.out_c)}, expected {(eh, ew, ec)}")
+
+
+_KERNEL_SHAPES = {
+    "conv": lambda f: (f.kh, f.kw, f.in_c, f.out_c),
+    "depthwise": lambda f: (f.kh, f.kw, f.in_c),
+    "separable": lambda f: (f.kh, f.kw, f.in_c),
+    "dense": lambda f: (f.in_c, f.out_c),
+}
+
+
+def _read_weighted(rec, f, pool, where):
+    """Kernels (two for separable) and the per-channel requantization record."""
+    shape = _KERNEL_SHAPES[rec.kind](f)
+    codes = _read_kernel(pool, where + " kernel", f.w_off, f.w_len, f.w_enc, f.w_bits,
+                         int(np.prod(shape)))
+    rec.weights = codes.reshape(shape)
+    if rec.kind == "separable":
+        codes2 = _read_kernel(pool, where + " pointwise", f.w2_off, f.w2_len, f.w2_enc, f.w2_bits,
+                              f.in_c * f.out_c)
+        rec.weights2 = codes2.reshape(f.in_c, f.out_c)
+    elif (f.w2_bits, f.w2_enc, f.w2_off, f.w2_len) != (0, 0, 0, 0):
+        _fail(where, "second kernel fields must be 0")
+    oc = f.out_c
+    if f.rq_len != RQ_ENTRY.size * oc or f.rq_off + f.rq_len > len(pool):
+        _fail(where, f"requantization record ({f.rq_off}, {f.rq_len}) must be "
+                     f"{RQ_ENTRY.size * oc} bytes inside the pool")
+    entries = [RQ_ENTRY.unpack_from(pool, f.rq_off + RQ_ENTRY.size * c) for c in range(oc)]
+    rec.m, rec.n, rec.sh = (np.array(v, np.int64) for v in zip(*entries))
+    if np.any(rec.sh < 1) or np.any(rec.sh > 62):
+        _fail(where, "requantization shift outside 1..62")
+    _check_bounds(rec, where)
+
+
+def _check_no_kernels(f, where):
+    if (f.w_bits, f.w2_bits, f.w_enc, f.w2_enc, f.w_off, f.w_len, f.w2_off, f.w2_len) != (0,) * 8:
+        _fail(where, "kernel fields must be 0 for pools/flatten")
+
+
+def _read_avgpool(rec, f, pool, where):
+    """The average pool's `(m, sh)` record."""
+    _check_no_kernels(f, where)
+    if f.rq_len != POOL_RQ.size or f.rq_off + f.rq_len > len(pool):
+        _fail(where, f"average-pool record must be {POOL_RQ.size} bytes inside the pool")
+    m, s = POOL_RQ.unpack_from(pool, f.rq_off)
+    if not 1 <= s <= 40 or f.pool_h * f.pool_w * ((1 << f.in_bits) - 1) * m + (1 << (s - 1)) >= 1 << 62:
+        _fail(where, f"average-pool multiplier {m} / shift {s} out of range")
+    rec.m, rec.sh = np.array([m], np.int64), np.array([s], np.int64)
+
+
+def _read_no_constants(rec, f, pool, where):
+    """Max pools and flatten: every constant field is 0."""
+    _check_no_kernels(f, where)
+    if (f.rq_off, f.rq_len) != (0, 0):
+        _fail(where, "requantization fields must be 0")
+
+
+_READERS = {
+    "conv": (_check_window_shape, _read_weighted),
+    "depthwise": (_check_window_shape, _read_weighted),
+    "separable": (_check_window_shape, _read_weighted),
+    "dense": (_check_dense_shape, _read_weighted),
+    "maxpool": (_check_window_shape, _read_no_constants),
+    "avgpool": (_check_window_shape, _read_avgpool),
+    "flatten": (_check_flatten_shape, _read_no_constants),
+}
+"""Per layer kind: `(shape check, constant reader)`."""
+assert set(_READERS) == set(KINDS)
 
 
 def accumulator_bounds(rec):

@@ -13,24 +13,18 @@ Example:
 >>> prog = Program(input_shape=(4, 4, 2), input_bits=4, layers=[rec])
 >>> prog.output_shape
 (2, 2, 2)
+
+`LayerStats` labels what the executors count: an int64 array
+`[N, n_layers, 6]` whose last axis is named by `STAT_NAMES`.
 """
 
 import dataclasses
 
 import numpy as np
 
-__all__ = ["LayerRecord", "Program", "KINDS", "conv_output_size", "same_padding"]
+from keras_nna.export.format import KINDS, STAT_NAMES, WEIGHTED
 
-KINDS = {
-    "conv": 1,
-    "depthwise": 2,
-    "separable": 3,
-    "dense": 4,
-    "maxpool": 5,
-    "avgpool": 6,
-    "flatten": 7,
-}
-WEIGHTED = ("conv", "depthwise", "separable", "dense")
+__all__ = ["LayerRecord", "LayerStats", "Program", "KINDS", "conv_output_size", "same_padding"]
 
 
 def conv_output_size(size, kernel, stride, pad_before, pad_after):
@@ -142,7 +136,7 @@ class Program:
 
     def to_bytes(self):
         """Serialises the program (see `keras_nna.export.write_program`)."""
-        from keras_nna.export.bytecode import write_program
+        from keras_nna.export.bytecode import write_program  # lazy: the writer imports this module
 
         return write_program(self)
 
@@ -152,3 +146,93 @@ class Program:
         with open(path, "wb") as f:
             f.write(data)
         return len(data)
+
+
+def _stat(index, doc):
+    def get(self):
+        return np.asarray(self)[..., index]
+
+    return property(get, doc=doc)
+
+
+class LayerStats(np.ndarray):
+    """Per-image, per-layer statistics with named columns.
+
+    An int64 `numpy.ndarray` of shape `[N, n_layers, 6]` (`Emulator.run_with_stats`,
+    `run_reference`), so code that indexes `stats[:, :, 0]` keeps working; the
+    properties name the columns (`docs/bytecode.md`, "Statistics"). Each column
+    property is a plain array `[N, n_layers]`. Arithmetic, reductions and slices
+    that cut the last axis give plain arrays; slicing images or layers keeps the
+    labels.
+
+    Attributes:
+        events_in: Non-zero input codes of each layer.
+        synops: Multiply-accumulates an event-based engine performs.
+        dense_macs: Dense-equivalent multiply-accumulates.
+        weight_bytes: Bytes of the layer's constants.
+        act_bytes_in: Bytes to move the layer's input (min of dense, sparse).
+        events_out: Non-zero output codes.
+        names: The column names, `STAT_NAMES`.
+
+    Example:
+
+    >>> stats = LayerStats([[[3, 6, 8, 10, 3, 2], [2, 2, 4, 5, 1, 1]],
+    ...                     [[1, 2, 8, 10, 1, 0], [0, 0, 4, 5, 1, 0]]])
+    >>> stats.events_in.tolist(), stats[:, :, 0].tolist()
+    ([[3, 2], [1, 0]], [[3, 2], [1, 0]])
+    >>> stats.per_image()["synops"].tolist()
+    [8, 2]
+    >>> stats.per_layer()["events_in"].tolist()
+    [2.0, 1.0]
+    >>> stats.summary()["events_in"]
+    3.0
+    """
+
+    names = STAT_NAMES
+
+    def __new__(cls, counts):
+        """Wraps `counts` (`[..., 6]`, e.g. `[N, n_layers, 6]`) as int64 `LayerStats`."""
+        array = np.asarray(counts, np.int64)
+        if array.ndim < 1 or array.shape[-1] != len(STAT_NAMES):
+            raise ValueError(f"Expected statistics with a last axis of {len(STAT_NAMES)} "
+                             f"({', '.join(STAT_NAMES)}). Received shape {array.shape}.")
+        return array.view(cls)
+
+    def __array_wrap__(self, obj, context=None, return_scalar=False):
+        if return_scalar:
+            return obj[()]
+        return np.asarray(obj).view(np.ndarray)
+
+    def __getitem__(self, key):
+        out = super().__getitem__(key)
+        keys = key if isinstance(key, tuple) else (key,)
+        keeps_last = len(keys) < self.ndim and all(
+            k is not Ellipsis and k is not None for k in keys)
+        if isinstance(out, LayerStats) and not (keeps_last and out.ndim >= 2):
+            return out.view(np.ndarray)
+        return out
+
+    events_in = _stat(0, "`[N, n_layers]` non-zero input codes.")
+    synops = _stat(1, "`[N, n_layers]` synaptic operations.")
+    dense_macs = _stat(2, "`[N, n_layers]` dense-equivalent MACs.")
+    weight_bytes = _stat(3, "`[N, n_layers]` constant bytes.")
+    act_bytes_in = _stat(4, "`[N, n_layers]` bytes moved for the input.")
+    events_out = _stat(5, "`[N, n_layers]` non-zero output codes.")
+
+    def per_image(self):
+        """Totals over the layers: `{name: int64 [N]}` for a `[N, n_layers, 6]` array."""
+        totals = np.asarray(self).sum(axis=-2)
+        return {name: totals[..., i] for i, name in enumerate(STAT_NAMES)}
+
+    def per_layer(self):
+        """Means over the images: `{name: float64 [n_layers]}`."""
+        means = np.asarray(self, np.float64).reshape(-1, *self.shape[-2:]).mean(axis=0)
+        return {name: means[:, i] for i, name in enumerate(STAT_NAMES)}
+
+    def summary(self):
+        """Means over the images of the per-image totals: `{name: float}`.
+
+        `summary()["events_in"]` is the mean number of events one image
+        sends through the network (its input pixels included).
+        """
+        return {name: float(np.mean(v)) for name, v in self.per_image().items()}

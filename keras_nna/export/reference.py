@@ -9,50 +9,34 @@ Example:
 
 >>> import numpy as np
 >>> from keras_nna.export.program import LayerRecord, Program
->>> rec = LayerRecord(kind="dense", in_shape=(1, 1, 3), out_shape=(1, 1, 2), in_bits=8,
-...                   out_bits=0, w_bits=4, weights=np.array([[1, -7], [0, 0], [3, 2]]),
-...                   m=np.array([16384, 16384]), n=np.array([0, 5]), sh=np.array([14, 14]))
->>> out, stats = run_reference(Program((1, 1, 3), 8, [rec]), np.array([[[[2, 9, 0]]]], np.uint8))
->>> out.tolist(), stats[0, 0].tolist()
-([[2.0, -13.99969482421875]], [2, 2, 6, 29, 3, 2])
+>>> rec = LayerRecord(kind="maxpool", in_shape=(2, 2, 1), out_shape=(1, 1, 1), in_bits=8,
+...                   out_bits=8, pool=(2, 2), strides=(2, 2))
+>>> out, stats = run_reference(Program((2, 2, 1), 8, [rec]), np.array([[[[0], [3]], [[5], [0]]]]))
+>>> out.tolist(), stats.events_in.tolist(), stats[0, 0].tolist()
+([[5.0]], [[2]], [2, 2, 0, 0, 4, 1])
 """
 
 import numpy as np
 
-from keras_nna.export.bytecode import POOL_RQ, RQ_ENTRY, _encode_kernel
+from keras_nna.export.bytecode import _encode_kernel, load_program
+from keras_nna.export.format import POOL_RQ, RQ_ENTRY, STAT_NAMES, WEIGHTED
+from keras_nna.export.images import check_images as _check_images
+from keras_nna.export.program import LayerStats
 
 __all__ = ["run_reference", "STAT_NAMES", "check_images"]
-
-STAT_NAMES = ("events_in", "synops", "dense_macs", "weight_bytes", "act_bytes_in", "events_out")
 
 
 def check_images(program, images):
     """Validates a batch against the program's input; returns it as uint8.
 
+    One image `(H, W, C)` gets a batch axis. The rule is
+    `keras_nna.export.images.check_images`.
+
     Raises:
         ValueError: On a wrong rank/shape, or values that are not integers
             in [0, 2**input_bits - 1].
     """
-    images = np.asarray(images)
-    expected = tuple(program.input_shape)
-    if images.ndim == 3:
-        images = images[None]
-    if images.ndim != 4 or tuple(images.shape[1:]) != expected:
-        raise ValueError(
-            f"Expected images of shape (N, {', '.join(map(str, expected))}), received "
-            f"{images.shape}. Resize the batch to the program's input shape."
-        )
-    if images.dtype != np.uint8:
-        top = 2**program.input_bits - 1
-        if not np.all(np.isfinite(images)) or np.any(images != np.round(images)) or images.min(
-            initial=0) < 0 or images.max(initial=0) > top:
-            raise ValueError(
-                f"Expected uint8 pixel codes 0..{top}, received dtype {images.dtype} with "
-                "non-integer or out-of-range values. Convert with "
-                "np.clip(np.round(x), 0, 255).astype(np.uint8)."
-            )
-        images = images.astype(np.uint8)
-    return images
+    return _check_images(images, program.input_shape, program.input_bits, allow_single=True)
 
 
 def _windows(x, kh, kw, strides, pads, out_hw):
@@ -81,7 +65,7 @@ def _layer_bytes(rec):
     for w, bits in ((rec.weights, rec.w_bits), (rec.weights2, rec.w2_bits)):
         if w is not None:
             total += len(_encode_kernel(w, bits)[1])
-    if rec.kind in ("conv", "depthwise", "separable", "dense"):
+    if rec.kind in WEIGHTED:
         total += RQ_ENTRY.size * rec.out_shape[2]
     elif rec.kind == "avgpool":
         total += POOL_RQ.size
@@ -145,24 +129,24 @@ def run_reference(program, images):
     """Runs a program on a batch with numpy.
 
     Args:
-        program: A `Program` or bytecode (`bytes`, validated first).
+        program: A `Program`, bytecode (`bytes`, validated first) or a path
+            to a bytecode file.
         images: uint8 array `(N, H, W, C)` (or one image `(H, W, C)`).
 
     Returns:
         `(outputs, stats)`: float32 outputs `(N, *program.output_shape)` and
-        int64 statistics `(N, n_layers, 6)` ordered as `STAT_NAMES`.
+        `LayerStats`, int64 statistics `(N, n_layers, 6)` ordered as
+        `STAT_NAMES` (`stats.events_in`, `stats.synops`, ...).
 
     Raises:
         ValueError: If the images do not match the program's input.
         keras_nna.export.BytecodeError: If `program` is invalid bytecode.
+        FileNotFoundError: If a program path does not exist.
     """
-    if isinstance(program, (bytes, bytearray, memoryview)):
-        from keras_nna.export.bytecode import read_program
-
-        program = read_program(program)
+    program = load_program(program)
     x = check_images(program, images).astype(np.int64)
     n = x.shape[0]
-    stats = np.zeros((n, len(program.layers), 6), np.int64)
+    stats = np.zeros((n, len(program.layers), len(STAT_NAMES)), np.int64)
     values = None
     for i, rec in enumerate(program.layers):
         events = (x != 0).sum(axis=(1, 2, 3))
@@ -187,4 +171,4 @@ def run_reference(program, images):
     last = program.layers[-1]
     if values is None:
         values = np.ldexp(x.astype(np.float64), -last.out_exp).astype(np.float32)
-    return values.reshape((n, *program.output_shape)), stats
+    return values.reshape((n, *program.output_shape)), LayerStats(stats)

@@ -247,7 +247,7 @@ def estimate_cost(program, stats, profile="nna-1core"):
     """Estimates time, traffic and energy of one inference from statistics.
 
     Args:
-        program: A `keras_nna.export.Program` or its bytecode.
+        program: A `keras_nna.export.Program`, its bytecode or a path to it.
         stats: int array `[N, n_layers, 6]` (or `[n_layers, 6]`) from
             `Emulator.run_with_stats` or `run_reference`; averaged over `N`.
         profile: Profile name, `HardwareProfile` or `dict` (`get_profile`).
@@ -319,15 +319,9 @@ def estimate_cost(program, stats, profile="nna-1core"):
 
 
 def _as_program(program):
-    if isinstance(program, (bytes, bytearray, memoryview)):
-        from keras_nna.export import read_program
+    from keras_nna.export.bytecode import load_program
 
-        return read_program(program)
-    if not hasattr(program, "layers") or not hasattr(program, "input_shape"):
-        raise TypeError("Expected a keras_nna.export.Program or its bytecode, received "
-                        f"{type(program).__name__}. Load a file with "
-                        "keras_nna.export.read_program(open(path, 'rb').read()).")
-    return program
+    return load_program(program)
 
 
 def _num(value, digits=0):
@@ -473,28 +467,8 @@ def cost_report(program, images, profile="nna-1core", executor=None):
         raise ValueError(f"executor must be 'emulator', 'reference', 'auto' or None. "
                          f"Received: executor={executor!r}.")
     get_profile(profile)  # fail fast on a bad profile, before running anything
-    if isinstance(program, str) or hasattr(program, "__fspath__"):
-        with open(program, "rb") as f:
-            program = f.read()
     program = _as_program(program)
-    images = np.asarray(images)
-    if images.ndim == 3:
-        images = images[None]
-    stats = None
-    if executor in (None, "auto", "emulator"):
-        try:
-            from keras_nna.runtime.op import load_op_library
+    from keras_nna.runtime.emulator import run_program
 
-            load_op_library()
-        except Exception:  # op not built / no compiler / wrong TF: use the reference
-            if executor == "emulator":
-                raise
-        else:
-            from keras_nna.runtime.emulator import Emulator
-
-            stats = Emulator(program).run_with_stats(images)[1]
-    if stats is None:
-        from keras_nna.export import run_reference
-
-        stats = run_reference(program, images)[1]
+    stats = run_program(program, images, executor or "auto")[1]
     return estimate_cost(program, stats, profile)

@@ -15,7 +15,12 @@ Quick start::
     emu.input_shape, emu.output_shape       # e.g. (96, 96, 3), (2,)
     logits = emu(images_uint8)              # [N, 96, 96, 3] uint8 -> [N, 2] float32
     logits, stats = emu.run_with_stats(images_uint8)
-    stats.shape                             # (N, n_layers, 6), see STAT_NAMES
+    stats.shape                             # (N, n_layers, 6), columns named by STAT_NAMES
+    stats.events_in                         # [N, n_layers] (LayerStats: also .synops, ...)
+    stats.summary()["events_in"]            # mean events per image
+
+``run_program(program, images)`` runs on the op, or on the numpy reference
+when the op cannot be loaded, and says which it used.
 
 Inputs are uint8 codes in NHWC layout. Integer or float arrays holding whole
 numbers in range are accepted and converted; anything else is rejected with a
@@ -30,50 +35,28 @@ any other (TensorFlow backend only).
 
 import base64
 import os
-import struct
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_nna.runtime.op import MODES, nna_run
+from keras_nna.export.format import (
+    KIND_NAMES,
+    STAT_NAMES,
+    BytecodeError,
+    instruction,
+    peek_header,
+    program_bytes,
+)
+from keras_nna.export.images import check_images, shape_error
+from keras_nna.export.program import LayerStats
+from keras_nna.runtime.op import MODES, load_op_library, nna_run
 
-__all__ = ["Emulator", "EmulatorLayer", "STAT_NAMES", "KIND_NAMES", "program_bytes"]
+__all__ = ["EXECUTORS", "Emulator", "EmulatorLayer", "KIND_NAMES", "LayerStats", "STAT_NAMES",
+           "program_bytes", "run_program"]
 
-STAT_NAMES = ("events_in", "synops", "dense_macs", "weight_bytes", "act_bytes_in", "events_out")
-"""Names of the last axis of the statistics, in order (docs/bytecode.md)."""
-
-KIND_NAMES = {1: "conv", 2: "depthwise", 3: "separable", 4: "dense", 5: "maxpool", 6: "avgpool",
-              7: "flatten"}
-"""Layer kind codes of the bytecode and their names."""
-
-_HEADER = struct.Struct("<4sHHI3HBBfII")
-_INSTR_SIZE = 64
-
-
-def program_bytes(program):
-    """Returns the bytecode of `program` as ``bytes``.
-
-    Args:
-        program: ``bytes``-like bytecode, a path (``str`` or ``os.PathLike``) to a
-            bytecode file, or an object with a ``to_bytes()`` method (a
-            ``keras_nna.export.Program``).
-
-    Returns:
-        The program bytes (not yet validated).
-
-    Raises:
-        TypeError: for any other type.
-    """
-    if isinstance(program, (bytes, bytearray, memoryview)):
-        return bytes(program)
-    if isinstance(program, (str, os.PathLike)):
-        with open(program, "rb") as f:
-            return f.read()
-    if hasattr(program, "to_bytes") and not isinstance(program, int):  # int.to_bytes exists
-        return bytes(program.to_bytes())
-    raise TypeError("program must be bytecode bytes, a path to a bytecode file, or an object "
-                    f"with .to_bytes() (keras_nna.export.Program). Received: {type(program)}")
+EXECUTORS = ("auto", "emulator", "reference")
+"""Executors of `run_program`: the compiled op, the numpy reference, or the op if it loads."""
 
 
 class Emulator:
@@ -102,26 +85,26 @@ class Emulator:
             names = [getattr(rec, "name", "") or None for rec in program.layers]
         self._bytes = program_bytes(program)
         data = self._bytes
-        if len(data) >= _HEADER.size and data[:4] == b"NNAB":
-            _, _, n_layers, _, h, w, c, bits, _, scale, _, _ = _HEADER.unpack_from(data)
-        else:
-            n_layers, h, w, c, bits, scale = 0, 1, 1, 1, 8, 1.0
+        try:
+            header = peek_header(data)
+        except BytecodeError:  # the op below rejects it with its own reason
+            header = None
+        n_layers = header.n_layers if header else 0
+        h, w, c = (header.in_h, header.in_w, header.in_c) if header else (1, 1, 1)
         # Validation by the op itself: an empty batch parses the whole program.
         empty = tf.zeros((0, max(h, 1), max(w, 1), max(c, 1)), tf.uint8)
-        _, stats = nna_run(data, empty, mode=mode)
+        nna_run(data, empty, mode=mode)
         self._input_shape = (h, w, c)
-        self._input_bits = bits
-        self._input_scale = float(scale)
-        kinds, shape = [], None
-        for i in range(n_layers):
-            base = _HEADER.size + _INSTR_SIZE * i
-            kinds.append(KIND_NAMES[data[base]])
-            shape = struct.unpack_from("<3H", data, base + 10)
-        self._layer_kinds = tuple(kinds)
+        self._input_bits = header.in_bits if header else 8
+        self._input_scale = float(header.input_scale if header else 1.0)
+        instrs = [instruction(data, i) for i in range(n_layers)]
+        self._layer_kinds = tuple(KIND_NAMES[f.kind] for f in instrs)
         if names is None or len(names) != n_layers or not all(names):
-            names = [f"{k}_{i}" for i, k in enumerate(kinds)]
+            names = [f"{k}_{i}" for i, k in enumerate(self._layer_kinds)]
         self._layer_names = tuple(names)
-        self._output_shape = (shape[2],) if shape[0] == 1 and shape[1] == 1 else tuple(shape)
+        last = instrs[-1]
+        shape = (last.out_h, last.out_w, last.out_c)
+        self._output_shape = (shape[2],) if shape[:2] == (1, 1) else shape
         self._program_tensor = None
 
     @property
@@ -197,10 +180,23 @@ class Emulator:
 
         Returns:
             ``(outputs, stats)``: float32 ``[N, *output_shape]`` and int64
-            ``[N, n_layers, 6]`` ordered as :data:`STAT_NAMES`.
+            ``[N, n_layers, 6]`` ordered as :data:`STAT_NAMES`. For NumPy
+            inputs ``stats`` is a :class:`LayerStats` (an ``np.ndarray``
+            with named columns: ``stats.events_in``, ``stats.synops``, ...,
+            ``stats.summary()``); tensors stay tensors.
 
         Raises:
             ValueError: for images of the wrong shape, dtype or values.
+
+        Example:
+
+        >>> from keras_nna.export import LayerRecord, Program
+        >>> rec = LayerRecord(kind="maxpool", in_shape=(2, 2, 1), out_shape=(1, 1, 1),
+        ...                   in_bits=8, out_bits=8, pool=(2, 2), strides=(2, 2))
+        >>> images = np.array([[[[0], [3]], [[5], [0]]]], np.uint8)
+        >>> outputs, stats = Emulator(Program((2, 2, 1), 8, [rec])).run_with_stats(images)
+        >>> outputs.tolist(), stats.events_in.tolist(), stats.summary()["synops"]
+        ([[5.0]], [[2]], 2.0)
         """
         as_numpy = not tf.is_tensor(images)
         x = self.to_uint8(images)
@@ -208,7 +204,7 @@ class Emulator:
         outputs.set_shape((x.shape[0],) + self.output_shape)
         stats.set_shape((x.shape[0], self.n_layers, len(STAT_NAMES)))
         if as_numpy and tf.executing_eagerly():
-            return outputs.numpy(), stats.numpy()
+            return outputs.numpy(), LayerStats(stats.numpy())
         return outputs, stats
 
     def _program_arg(self):
@@ -217,12 +213,6 @@ class Emulator:
                 self._program_tensor = tf.constant(self._bytes)
             return self._program_tensor
         return self._bytes  # a graph constant: the op's shape function sees it
-
-    def _shape_error(self, shape):
-        h, w, c = self.input_shape
-        hint = " Add a batch axis with x[None]." if len(shape) == 3 else ""
-        return ValueError(f"Expected images of shape (N, {h}, {w}, {c}) (NHWC, uint8). "
-                          f"Received: shape {tuple(shape)}.{hint}")
 
     def to_uint8(self, images):
         """Checks images against the program input and returns a uint8 tensor.
@@ -243,7 +233,7 @@ class Emulator:
             shape = images.shape
             if shape.rank is not None and (shape.rank != 4 or not shape[1:].is_compatible_with(
                     self.input_shape)):
-                raise self._shape_error(shape.as_list())
+                raise shape_error(shape.as_list(), self.input_shape)
             if images.dtype == tf.uint8 and top == 255:
                 return images
             if not (images.dtype.is_integer or images.dtype.is_floating):
@@ -254,19 +244,7 @@ class Emulator:
             with tf.control_dependencies([tf.debugging.Assert(ok, [
                     f"Expected whole-number pixel codes in [0, {top}]. {fix}"])]):
                 return tf.cast(x, tf.uint8)
-        x = np.asarray(images)
-        if x.ndim != 4 or x.shape[1:] != self.input_shape:
-            raise self._shape_error(x.shape)
-        if x.dtype == np.uint8 and top == 255:
-            return tf.convert_to_tensor(x)
-        if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
-            raise ValueError(f"Expected uint8 images. Received dtype {x.dtype}. {fix}")
-        if x.size and not (np.all(np.isfinite(x)) and x.min() >= 0 and x.max() <= top
-                           and np.all(np.round(x) == x)):
-            raise ValueError(f"Expected uint8 pixel codes (whole numbers in [0, {top}]). Received "
-                             f"dtype {x.dtype} with values in [{x.min()}, {x.max()}] that are not "
-                             f"all whole numbers in range. {fix}")
-        return tf.convert_to_tensor(x.astype(np.uint8))
+        return tf.convert_to_tensor(check_images(images, self.input_shape, self.input_bits))
 
 
 @keras.saving.register_keras_serializable(package="keras_nna")
@@ -325,3 +303,64 @@ class EmulatorLayer(keras.layers.Layer):
         config.update(program=base64.b64encode(self.emulator.program).decode("ascii"),
                       mode=self.mode, return_stats=self.return_stats)
         return config
+
+
+def run_program(program, images, executor="auto", mode="auto"):
+    """Runs a program on the emulator op, or on the numpy reference.
+
+    The one "emulator, else reference" rule of the package: the two give
+    identical outputs and statistics (the reference is slower), so code that
+    only needs results runs anywhere.
+
+    Args:
+        program: Bytecode ``bytes``, a path to a bytecode file, or a
+            ``keras_nna.export.Program``.
+        images: uint8 ``[N, H, W, C]`` (one ``[H, W, C]`` image is accepted);
+            whole-number integer/float values in range are converted.
+        executor: ``"emulator"`` (the compiled op), ``"reference"`` (numpy
+            ``keras_nna.export.run_reference``) or ``"auto"`` (the op, or the
+            reference when the op cannot be loaded). Defaults to ``"auto"``.
+        mode: Kernel choice of the op (see :class:`Emulator`). Defaults to
+            ``"auto"``.
+
+    Returns:
+        ``(outputs, stats, executor_name)``: float32 outputs, a
+        :class:`LayerStats` ``[N, n_layers, 6]`` and ``"emulator"`` or
+        ``"reference"``.
+
+    Raises:
+        ValueError: For an unknown executor or images that do not match.
+        RuntimeError: With ``executor="emulator"`` when the op cannot be loaded.
+
+    Example:
+
+    >>> from keras_nna.export import LayerRecord, Program
+    >>> rec = LayerRecord(kind="maxpool", in_shape=(2, 2, 1), out_shape=(1, 1, 1),
+    ...                   in_bits=8, out_bits=8, pool=(2, 2), strides=(2, 2))
+    >>> outputs, stats, used = run_program(Program((2, 2, 1), 8, [rec]),
+    ...                                    np.array([[[0], [3]], [[5], [0]]]), "reference")
+    >>> outputs.tolist(), stats.events_in.tolist(), used
+    ([[5.0]], [[2]], 'reference')
+    """
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}. "
+                         f"Received: executor={executor!r}.")
+    if not tf.is_tensor(images):
+        images = np.asarray(images)
+        images = images[None] if images.ndim == 3 else images
+    if executor != "reference":
+        try:
+            load_op_library()
+        except Exception as err:  # op not built / no compiler / other TF: the reference is exact
+            if executor == "emulator":
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                raise RuntimeError(f"The emulator op is unavailable ({first}). Build it with "
+                                   "`pip install --no-build-isolation .` or pass "
+                                   "executor='reference'.") from err
+        else:
+            outputs, stats = Emulator(program, mode=mode).run_with_stats(images)
+            return outputs, stats, "emulator"
+    from keras_nna.export.reference import run_reference
+
+    outputs, stats = run_reference(program, images)
+    return outputs, stats, "reference"

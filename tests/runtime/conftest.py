@@ -1,28 +1,23 @@
-"""Test helpers for the emulator op: a tiny bytecode writer, an independent
-numpy interpreter of docs/bytecode.md and a random program generator.
+"""Test helpers for the emulator op: a permissive bytecode writer and a random
+program generator, exposed as the ``nna`` fixture (a namespace).
 
-They are exposed as the ``nna`` fixture (a namespace) so tests stay
-independent of ``keras_nna.export`` while it is being written.
+The writer is built on the one layout, ``keras_nna.export.format``, but does
+not validate: tests use it to craft malformed programs (``w_blob`` replaces a
+kernel's bytes, any field may be out of range). Expected results come from
+``keras_nna.export.reference``, the package's numpy interpreter.
 """
 
-import struct
 import types
-import zlib
 
 import numpy as np
 import pytest
 
-KINDS = {"conv": 1, "depthwise": 2, "separable": 3, "dense": 4, "maxpool": 5, "avgpool": 6, "flatten": 7}
-HEADER = struct.Struct("<4sHHI3HBBfII")
-INSTR = struct.Struct("<3Bb6H8B4B6I2HB7x")
-assert HEADER.size == 32 and INSTR.size == 64
+from keras_nna.export.bytecode import pack_codes, read_program
+from keras_nna.export.format import (CRC, HEADER, INSTR, KINDS, MAGIC, POOL_RQ, RQ_ENTRY, VERSION,
+                                     WEIGHTED, crc32)
+from keras_nna.export.reference import run_reference as _reference
 
-
-def pack_values(values, bits):
-    """b-bit two's complement fields, LSB first."""
-    v = np.asarray(values, np.int64).ravel() & ((1 << bits) - 1)
-    b = ((v[:, None] >> np.arange(bits)) & 1).astype(np.uint8).ravel()
-    return np.packbits(b, bitorder="little").tobytes()
+pack_values = pack_codes  # b-bit two's complement fields, LSB first
 
 
 def encode_kernel(w, bits, enc):
@@ -64,14 +59,14 @@ def write(in_shape, layers, in_bits=8, input_scale=1 / 255):
     for L in layers:
         kind = L["kind"]
         regions = []
-        if kind in ("conv", "depthwise", "separable", "dense"):
+        if kind in WEIGHTED:
             regions.append(L.get("w_blob") or encode_kernel(L["w"], L["w_bits"], L.get("w_enc", 0)))
             regions.append(encode_kernel(L["w2"], L["w2_bits"], L.get("w2_enc", 0)) if kind == "separable" else None)
-            rq = b"".join(struct.pack("<iqB", int(m), int(n), int(s)) for m, n, s in zip(L["m"], L["n"], L["sh"]))
+            rq = b"".join(RQ_ENTRY.pack(int(m), int(n), int(s)) for m, n, s in zip(L["m"], L["n"], L["sh"]))
             regions.append(rq)
             out_bits, out_exp = L["out_bits"], L.get("out_exp", 0)
         else:
-            regions += [None, None, struct.pack("<IB", L["avg_m"], L["avg_sh"]) if kind == "avgpool" else None]
+            regions += [None, None, POOL_RQ.pack(L["avg_m"], L["avg_sh"]) if kind == "avgpool" else None]
             out_bits, out_exp = prev_bits, prev_exp
         offs = []
         for r in regions:
@@ -82,114 +77,26 @@ def write(in_shape, layers, in_bits=8, input_scale=1 / 255):
         instrs.append(INSTR.pack(
             KINDS[kind], prev_bits, out_bits, out_exp, *L["in"], *L["out"], kh, kw, *stride,
             *L.get("pad", (0, 0, 0, 0)), L.get("w_bits", 0), L.get("w2_bits", 0), L.get("w_enc", 0),
-            L.get("w2_enc", 0), *offs, *L.get("pool", (0, 0)), L.get("acc_wide", 0)))
+            L.get("w2_enc", 0), *offs, *L.get("pool", (0, 0)), L.get("acc_wide", 0), bytes(7)))
         prev_bits, prev_exp = out_bits, out_exp
-    body = HEADER.pack(b"NNAB", 1, len(layers), len(pool), *in_shape, in_bits, 0, input_scale, 0, 0)
+    body = HEADER.pack(MAGIC, VERSION, len(layers), len(pool), *in_shape, in_bits, 0, input_scale, 0, 0)
     body += b"".join(instrs) + pool
-    return body + struct.pack("<I", zlib.crc32(body))
+    return body + CRC.pack(crc32(body))
 
 
 def fix_crc(data):
+    """Recomputes the trailing CRC (to test the field checks behind it)."""
     data = bytes(data)
-    return data[:-4] + struct.pack("<I", zlib.crc32(data[:-4]))
-
-
-def _windows(x, k, s, pad):
-    """Zero-padded input; yields (ky, kx, slice [oh, ow, C])."""
-    h, w = out_hw(x.shape[0], x.shape[1], k, s, pad)
-    xp = np.pad(x, ((pad[0], pad[2]), (pad[1], pad[3]), (0, 0)))
-    for ky in range(k[0]):
-        for kx in range(k[1]):
-            yield ky, kx, xp[ky:ky + s[0] * (h - 1) + 1:s[0], kx:kx + s[1] * (w - 1) + 1:s[1]]
-
-
-def reference(layers, image):
-    """Numpy interpreter of one image: returns (output float32 array, stats [n, 6])."""
-    x = image.astype(np.int64)
-    stats = []
-    for i, L in enumerate(layers):
-        kind, (_, _, c) = L["kind"], L["in"]
-        bits = L.get("in_bits_", None)
-        ev = int(np.count_nonzero(x))
-        nz = (x != 0).astype(np.int64)
-        s, pad = L.get("stride", (1, 1)), L.get("pad", (0, 0, 0, 0))
-        syn, macs = 0, 0
-        raw = None
-        if kind in ("conv", "depthwise", "separable", "dense"):
-            wt = np.asarray(L["w"], np.int64)
-            if kind == "dense":
-                acc = (x.reshape(-1) @ wt).reshape(1, 1, -1)
-                syn = int(nz.reshape(-1) @ (wt != 0).sum(1))
-                macs = wt.size
-            else:
-                oh, ow, _ = L["out"]
-                acc = 0
-                for ky, kx, sl in _windows(x, wt.shape[:2], s, pad):
-                    nzs = (sl != 0).astype(np.int64)
-                    if kind == "conv":
-                        acc = acc + sl @ wt[ky, kx]
-                        syn += int((nzs @ (wt[ky, kx] != 0).sum(1)).sum())
-                    else:
-                        acc = acc + sl * wt[ky, kx]
-                        syn += int((nzs * (wt[ky, kx] != 0)).sum())
-                macs = oh * ow * wt.shape[0] * wt.shape[1] * c * (wt.shape[3] if kind == "conv" else 1)
-                if kind == "separable":
-                    w2 = np.asarray(L["w2"], np.int64)
-                    syn += int(((acc != 0).astype(np.int64) @ (w2 != 0).sum(1)).sum())
-                    acc = acc @ w2
-                    macs += oh * ow * w2.size
-            m, n, sh = (np.asarray(L[k], np.int64) for k in ("m", "n", "sh"))
-            z = acc * m + n
-            if L["out_bits"] == 0:
-                raw = np.ldexp(z.astype(np.float64), -sh).astype(np.float32)
-                y = z
-            else:
-                y = np.clip((z + (1 << (sh - 1))) >> sh, 0, (1 << L["out_bits"]) - 1)
-        elif kind in ("maxpool", "avgpool"):
-            oh, ow, _ = L["out"]
-            y = np.zeros((oh, ow, c), np.int64)
-            for ky, kx, sl in _windows(x, L["pool"], s, pad):
-                y = np.maximum(y, sl) if kind == "maxpool" else y + sl
-                syn += int(np.count_nonzero(sl))
-            if kind == "avgpool":
-                y = np.minimum((y * L["avg_m"] + (1 << (L["avg_sh"] - 1))) >> L["avg_sh"], (1 << bits) - 1)
-        else:
-            y = x.reshape(1, 1, -1)
-        weight_bytes = L.get("weight_bytes_", 0)
-        act = min((x.size * bits + 7) // 8, (ev * (bits + 16) + 7) // 8)
-        stats.append([ev, syn, macs, weight_bytes, act, int(np.count_nonzero(y))])
-        x = y
-    last = layers[-1]
-    out = raw if raw is not None else np.ldexp(x.astype(np.float32), -last["out_exp_"])
-    out = out.astype(np.float32)
-    if out.shape[0] == 1 and out.shape[1] == 1:
-        out = out.reshape(-1)
-    return out, np.array(stats, np.int64)
-
-
-def annotate(in_shape, layers, in_bits=8):
-    """Fills the derived fields the reference needs (bits, steps, constant sizes)."""
-    shapes(in_shape, layers)
-    bits, exp = in_bits, 0
-    for L in layers:
-        L["in_bits_"] = bits
-        kind = L["kind"]
-        if kind in ("conv", "depthwise", "separable", "dense"):
-            size = len(encode_kernel(L["w"], L["w_bits"], L.get("w_enc", 0))) + 13 * L["out"][2]
-            if kind == "separable":
-                size += len(encode_kernel(L["w2"], L["w2_bits"], L.get("w2_enc", 0)))
-            bits, exp = L["out_bits"], L.get("out_exp", 0)
-        else:
-            size = 5 if kind == "avgpool" else 0
-        L["weight_bytes_"] = size
-        L["out_exp_"] = exp
-    return layers
+    return data[:-CRC.size] + CRC.pack(crc32(data[:-CRC.size]))
 
 
 def run_reference(in_shape, layers, images, in_bits=8):
-    annotate(in_shape, layers, in_bits)
-    outs, stats = zip(*(reference(layers, im) for im in images))
-    return np.stack(outs), np.stack(stats)
+    """Runs layer dicts on keras_nna.export's numpy reference: `(outputs, LayerStats)`.
+
+    The bytes of `write` are read back with the validating reader, so weight
+    bytes follow each layer's chosen encoding.
+    """
+    return _reference(read_program(write(in_shape, layers, in_bits)), images)
 
 
 def _calibrate(L, acc_sample, rng):
@@ -227,7 +134,7 @@ def random_program(rng, kinds=None, in_shape=None, batch=3, raw_last=None):
         elif kind == "dense":
             oc = int(rng.integers(1, 7))
             shape = (cur[2], oc)
-        if kind in ("conv", "depthwise", "separable", "dense"):
+        if kind in WEIGHTED:
             L["w_bits"] = int(rng.integers(2, 9))
             lim = (1 << (L["w_bits"] - 1)) - 1
             L["w"] = rng.integers(-lim, lim + 1, shape) * (rng.random(shape) < rng.uniform(0.3, 1))
@@ -251,22 +158,16 @@ def random_program(rng, kinds=None, in_shape=None, batch=3, raw_last=None):
                 L["avg_m"], L["avg_sh"] = int(rng.integers(1, 1 << 16)), int(rng.integers(1, 20))
         layers.append(L)
         if "m" in L:  # calibrate on the reference's accumulator (z with m=1, n=0, sh=1)
-            saved = L["out_bits"]
-            L["out_bits"] = 0
-            annotate(in_shape, layers)
-            acc = np.stack([_accumulator(layers, im) for im in images[:2]])
-            L["out_bits"] = saved
-            _calibrate(L, acc, rng)
+            saved = L["out_bits"], L["out_exp"]
+            L["out_bits"], L["out_exp"] = 0, 0
+            out, _ = run_reference(in_shape, layers, images[:2])  # raw last layer: out = acc / 2
+            L["out_bits"], L["out_exp"] = saved
+            _calibrate(L, (out.astype(np.float64) * 2).astype(np.int64), rng)
     return write(in_shape, layers), layers, in_shape, images
-
-
-def _accumulator(layers, image):
-    out, _ = reference(layers, image)  # last layer raw with m=1, n=0, sh=1: out = acc / 2
-    return (out.astype(np.float64) * 2).astype(np.int64)
 
 
 @pytest.fixture(scope="session")
 def nna():
     return types.SimpleNamespace(
         write=write, fix_crc=fix_crc, run_reference=run_reference, random_program=random_program,
-        pack_values=pack_values, shapes=shapes, INSTR=INSTR, HEADER=HEADER)
+        pack_values=pack_values, shapes=shapes, INSTR=INSTR, HEADER=HEADER, KINDS=KINDS)

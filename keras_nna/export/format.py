@@ -1,0 +1,266 @@
+"""The byte layout of a keras_nna program, written once (`docs/bytecode.md`).
+
+Everything Python knows about the bytes lives here: the magic and version,
+the header and instruction `struct`s with their field names and offsets, the
+constant-pool records, the layer-kind table, the statistic names, a header
+peek that validates sizes without parsing layers, and `program_bytes`, the
+one loader of bytes, paths and `Program`s. The writer and validating reader
+(`keras_nna.export.bytecode`), the numpy reference, the emulator and the CLI
+import it. It needs only the standard library, so reading a header is fast.
+
+Example:
+
+>>> peek_header(MAGIC + bytes(HEADER.size))
+Traceback (most recent call last):
+...
+keras_nna.export.format.BytecodeError: Invalid program: header: format version 0 received, \
+expected 1 (this reader supports version 1 only; re-export the model)
+>>> INSTR_OFFSETS["w_enc"], KIND_NAMES[3], STAT_NAMES[1]
+(26, 'separable', 'synops')
+"""
+
+import collections
+import os
+import struct
+import zlib
+
+__all__ = [
+    "BytecodeError",
+    "CRC",
+    "HEADER",
+    "HEADER_FIELDS",
+    "Header",
+    "INSTR",
+    "INSTR_FIELDS",
+    "INSTR_OFFSETS",
+    "Instr",
+    "KINDS",
+    "KIND_NAMES",
+    "MAGIC",
+    "MAX_LAYERS",
+    "POOLS",
+    "POOL_RQ",
+    "RQ_ENTRY",
+    "STAT_NAMES",
+    "VERSION",
+    "WEIGHTED",
+    "crc32",
+    "fail",
+    "instruction",
+    "peek_header",
+    "program_bytes",
+    "weight_encodings",
+]
+
+MAGIC = b"NNAB"
+"""The first four bytes of every program."""
+
+VERSION = 1
+"""The format version this package writes and reads."""
+
+MAX_LAYERS = 1024
+"""Most instructions a program may hold."""
+
+KINDS = {"conv": 1, "depthwise": 2, "separable": 3, "dense": 4, "maxpool": 5, "avgpool": 6,
+         "flatten": 7}
+"""Layer kind names and their codes in the instruction's `kind` byte."""
+
+KIND_NAMES = {code: name for name, code in KINDS.items()}
+"""Layer kind codes and their names (inverse of `KINDS`)."""
+
+WEIGHTED = ("conv", "depthwise", "separable", "dense")
+"""Kinds with kernels and a per-channel requantization record."""
+
+POOLS = ("maxpool", "avgpool")
+"""Kinds whose window is `pool_h x pool_w`."""
+
+STAT_NAMES = ("events_in", "synops", "dense_macs", "weight_bytes", "act_bytes_in", "events_out")
+"""Names of the statistics' last axis, in order ("Statistics" in docs/bytecode.md)."""
+
+HEADER_FIELDS = ("magic", "version", "n_layers", "pool_size", "in_h", "in_w", "in_c", "in_bits",
+                 "flags", "input_scale", "reserved0", "reserved1")
+HEADER = struct.Struct("<4sHHIHHHBBfII")
+"""The 32-byte header; its fields are `HEADER_FIELDS`."""
+
+INSTR_FIELDS = ("kind", "in_bits", "out_bits", "out_exp", "in_h", "in_w", "in_c", "out_h", "out_w",
+                "out_c", "kh", "kw", "stride_h", "stride_w", "pad_top", "pad_left", "pad_bottom",
+                "pad_right", "w_bits", "w2_bits", "w_enc", "w2_enc", "w_off", "w_len", "w2_off",
+                "w2_len", "rq_off", "rq_len", "pool_h", "pool_w", "acc_wide", "reserved")
+INSTR = struct.Struct("<BBBbHHHHHHBBBBBBBBBBBBIIIIIIHHB7s")
+"""The 64-byte instruction; its fields are `INSTR_FIELDS`."""
+
+RQ_ENTRY = struct.Struct("<iqB")
+"""One output channel's requantization `(m, n, sh)` (13 bytes)."""
+
+POOL_RQ = struct.Struct("<IB")
+"""The average pool's requantization `(m, sh)` (5 bytes)."""
+
+CRC = struct.Struct("<I")
+"""The trailing CRC-32 of every byte before it."""
+
+Header = collections.namedtuple("Header", HEADER_FIELDS)
+Instr = collections.namedtuple("Instr", INSTR_FIELDS)
+
+
+def _offsets(fmt, names):
+    offsets, pos = {}, 0
+    codes = [c for c in struct.Struct(fmt).format.lstrip("<") if c != " "]
+    i = 0
+    for name in names:
+        count = ""
+        while codes[i].isdigit():
+            count += codes[i]
+            i += 1
+        offsets[name] = pos
+        pos += struct.calcsize("<" + count + codes[i])
+        i += 1
+    return offsets
+
+
+INSTR_OFFSETS = _offsets(INSTR.format, INSTR_FIELDS)
+"""Byte offset of each instruction field inside its 64-byte record."""
+
+assert HEADER.size == 32 and INSTR.size == 64 and RQ_ENTRY.size == 13 and POOL_RQ.size == 5
+assert INSTR_OFFSETS["w_bits"] == 24 and INSTR_OFFSETS["acc_wide"] == 56
+
+
+class BytecodeError(ValueError):
+    """Raised when bytes are not a valid keras_nna program."""
+
+
+def fail(where, msg):
+    """Raises `BytecodeError("Invalid program: {where}: {msg}")`."""
+    raise BytecodeError(f"Invalid program: {where}: {msg}")
+
+
+def crc32(data):
+    """CRC-32 (zlib) of `data`, as stored in the last four bytes."""
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+def peek_header(data):
+    """Reads and checks the header without parsing the layers.
+
+    Checks, in the order of `docs/bytecode.md`: size, magic, version,
+    `n_layers`, total size. The CRC and every other field are left to
+    `keras_nna.export.read_program` (and the C++ op).
+
+    Args:
+        data: `bytes`-like program.
+
+    Returns:
+        A `Header` named tuple (`magic`, `version`, `n_layers`, `pool_size`,
+        `in_h`, `in_w`, `in_c`, `in_bits`, `flags`, `input_scale`, ...).
+
+    Raises:
+        BytecodeError: Naming the field, the value received and the value
+            expected.
+
+    Example:
+
+    >>> h = peek_header(HEADER.pack(MAGIC, 1, 1, 0, 2, 2, 1, 8, 0, 1.0, 0, 0) + bytes(64 + 4))
+    >>> h.n_layers, (h.in_h, h.in_w, h.in_c)
+    (1, (2, 2, 1))
+    """
+    size = len(data)
+    if size < HEADER.size + CRC.size:
+        fail("file", f"{size} bytes received, expected at least {HEADER.size + CRC.size} "
+                     "(header + CRC): the file is truncated or not a program")
+    header = Header(*HEADER.unpack_from(data))
+    if header.magic != MAGIC:
+        fail("header", f"magic {header.magic!r} received, expected {MAGIC!r} "
+                       "(not a keras_nna program)")
+    if header.version != VERSION:
+        fail("header", f"format version {header.version} received, expected {VERSION} "
+                       f"(this reader supports version {VERSION} only; re-export the model)")
+    if not 1 <= header.n_layers <= MAX_LAYERS:
+        fail("header", f"n_layers {header.n_layers} received, expected 1..{MAX_LAYERS}")
+    total = HEADER.size + INSTR.size * header.n_layers + header.pool_size + CRC.size
+    if total != size:
+        fail("header", f"sizes imply {total} bytes, the file has {size} (truncated or padded)")
+    return header
+
+
+def instruction(data, i):
+    """Returns instruction `i` of `data` as an `Instr` named tuple (unchecked)."""
+    return Instr(*INSTR.unpack_from(data, HEADER.size + INSTR.size * i))
+
+
+def weight_encodings(data):
+    """Names the kernel encodings of each layer, as `keras-nna inspect` shows them.
+
+    Args:
+        data: `bytes`-like program (the header is checked with `peek_header`).
+
+    Returns:
+        One string per layer: `""` for layers without kernels, `"dense"` or
+        `"sparse"`, and `"dense/sparse"`-style pairs for separable layers.
+
+    Raises:
+        BytecodeError: If the header is invalid.
+
+    Example:
+
+    >>> rec = INSTR.pack(4, 8, 0, 0, 1, 1, 3, 1, 1, 2, *[1] * 4, *[0] * 4, 4, 0, 1, 0,
+    ...                  *[0] * 6, 0, 0, 0, bytes(7))
+    >>> weight_encodings(HEADER.pack(MAGIC, 1, 1, 0, 1, 1, 3, 8, 0, 1.0, 0, 0) + rec + bytes(4))
+    ['sparse']
+    """
+    names = ("dense", "sparse")
+    out = []
+    for i in range(peek_header(data).n_layers):
+        f = instruction(data, i)
+        encs = [names[e] if e < 2 else f"enc{e}" for e in (f.w_enc, f.w2_enc)]
+        if not f.w_bits:
+            out.append("")
+        else:
+            out.append("/".join(encs) if KIND_NAMES.get(f.kind) == "separable" else encs[0])
+    return out
+
+
+def program_bytes(program):
+    """Returns the bytecode of a program given as bytes, a path or a `Program`.
+
+    The one loader every entry point uses (emulator, reference, cost model,
+    CLI). The bytes are not validated here.
+
+    Args:
+        program: `bytes`-like bytecode, a path (`str` or `os.PathLike`) to a
+            bytecode file, or an object with a `to_bytes()` method (a
+            `keras_nna.export.Program`).
+
+    Returns:
+        The program `bytes`.
+
+    Raises:
+        FileNotFoundError: If a path does not exist.
+        IsADirectoryError: If a path is a directory.
+        TypeError: For any other type.
+
+    Example:
+
+    >>> program_bytes(bytearray(b"NNAB"))
+    b'NNAB'
+    >>> program_bytes("/no/such/model.nnab")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: program file '/no/such/model.nnab' not found. Expected an existing \
+bytecode file (.nnab); check the path and the working directory.
+    """
+    if isinstance(program, (bytes, bytearray, memoryview)):
+        return bytes(program)
+    if isinstance(program, (str, os.PathLike)):
+        path = os.fspath(program)
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"program path '{path}' is a directory. Expected a bytecode "
+                                    "file (.nnab) inside it, e.g. written by export_model.")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"program file '{path}' not found. Expected an existing "
+                                    "bytecode file (.nnab); check the path and the working "
+                                    "directory.")
+        with open(path, "rb") as f:
+            return f.read()
+    if hasattr(program, "to_bytes") and not isinstance(program, int):  # int.to_bytes exists
+        return bytes(program.to_bytes())
+    raise TypeError("program must be bytecode bytes, a path to a bytecode file, or an object "
+                    f"with .to_bytes() (keras_nna.export.Program). Received: {type(program)}")
