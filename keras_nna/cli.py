@@ -1,31 +1,40 @@
-"""The `keras-nna` command line: export, inspect, run and profile programs.
+"""The `keras-nna` command line: export, inspect, run and profile programs; the demo.
 
 Installed as the `keras-nna` script (also `python -m keras_nna.cli`). The
-first argument is the command:
+first argument is the command; `keras-nna --help` lists them and
+`keras-nna COMMAND --help` shows a command's flags:
 
     keras-nna export  --model model.keras --out model.nnab
     keras-nna inspect model.nnab
-    keras-nna run     model.nnab --input batch.npy [--output out.npy]
+    keras-nna run     model.nnab --input batch.npy [--output out.npy] [--executor auto]
     keras-nna profile model.nnab --input batch.npy [--profile nna-8core] [--json cost.json]
-    keras-nna demo    [-- tutorial arguments]
+    keras-nna demo    [--quick] [--tasks faces,fashion_mnist] [--out_dir DIR]
+    keras-nna --version
 
 - `export` loads a quantized model (`keras_nna.quantization.quantize_model`,
   saved with `model.save`) and writes its bytecode.
 - `inspect` validates a program and prints one row per layer: kind, shapes,
-  bits, weights, constant bytes and the dense/sparse kernel encoding.
+  bits, weights, constant bytes and the dense/sparse kernel encoding. It only
+  reads bytes and does not load TensorFlow (well under a second).
 - `run` executes a batch (`.npy`, uint8 `[N, H, W, C]`, or one `[H, W, C]`
   image) bit-exactly and prints the output shape and, for up to 10 images,
   the argmax.
 - `profile` runs the batch and prints the cost table of
   `keras_nna.runtime.cost` for a hardware profile (`nna-1core`,
   `nna-8core`).
-- `demo` runs the quickstart tutorial `tutorials/akidanet_quickstart.py` of
-  the source repository.
+- `demo` is the main job, `keras_nna.demo`: train → quantize → export →
+  emulate → report on two offline datasets (~5-10 min on 2 cores; `--quick`
+  for a smoke test). Its arguments pass through (`keras-nna demo -- ARGS`
+  works too); the report directory is printed at the end.
 
 `run` and `profile` use the compiled emulator op and fall back to the numpy
 reference when the op is unavailable (`--executor` chooses explicitly).
-Errors print one line, `keras-nna: error: ...`, on stderr and exit with
-status 1 (2 for usage errors).
+
+Exit status: 0 on success; 1 on an error, printed as one line
+`keras-nna: error: ...` on stderr (set `KERAS_NNA_DEBUG=1` for a traceback);
+2 on a usage error (unknown command or flag, missing argument), also one line;
+130 when interrupted. TensorFlow's C++ log lines are silenced
+(`TF_CPP_MIN_LOG_LEVEL=2` unless already set).
 
 From Python, `main(argv)` runs one command and returns the exit status.
 
@@ -35,38 +44,35 @@ Example:
 2
 """
 
-import importlib.util
 import os
-import struct
-import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
 
-from absl import app, flags  # noqa: E402
+import argparse  # noqa: E402
+import struct  # noqa: E402
+import sys  # noqa: E402
 
 __all__ = ["COMMANDS", "CliError", "main", "run"]
 
 COMMANDS = ("export", "inspect", "run", "profile", "demo")
 """The sub-commands, in the order `--help` lists them."""
 
-FLAGS = flags.FLAGS
-_FLAG_SPECS = (
-    ("model", None, "export: path of the quantized Keras model (.keras)."),
-    ("out", None, "export: path of the bytecode to write (.nnab)."),
-    ("input", None, "run/profile: .npy batch of uint8 images [N, H, W, C]."),
-    ("output", None, "run: optional .npy path for the float32 outputs."),
-    ("profile", "nna-1core", "profile: hardware profile name (nna-1core, nna-8core)."),
-    ("json", None, "profile: optional path for the JSON cost report."),
-    ("executor", "auto", "run/profile: 'auto', 'emulator' or 'reference'."),
-)
-for _name, _default, _help in _FLAG_SPECS:
-    if _name not in FLAGS:
-        flags.DEFINE_string(_name, _default, _help)
-
-_USAGE = ("usage: keras-nna {export|inspect|run|profile|demo} ...; "
-          "e.g. keras-nna inspect model.nnab (see keras-nna --helpfull)")
-_TUTORIAL = os.path.join("tutorials", "akidanet_quickstart.py")
-_under_app = False
+_SUMMARIES = {
+    "export": "write the bytecode of a quantized Keras model (.keras -> .nnab)",
+    "inspect": "validate a program and print one row per layer",
+    "run": "run a batch of uint8 images on a program, bit-exactly",
+    "profile": "run a batch and print the cost per inference on a hardware profile",
+    "demo": "the main job: train, quantize, export, emulate, report (~5-10 min)",
+}
+_USAGES = {
+    "export": "keras-nna export --model MODEL.keras --out PROGRAM.nnab",
+    "inspect": "keras-nna inspect PROGRAM.nnab",
+    "run": "keras-nna run PROGRAM.nnab --input BATCH.npy [--output OUT.npy] [--executor E]",
+    "profile": "keras-nna profile PROGRAM.nnab --input BATCH.npy [--profile NAME] "
+               "[--json COST.json] [--executor E]",
+    "demo": "keras-nna demo [--quick] [--tasks TASKS] [--out_dir DIR]",
+}
+_USAGE = "See keras-nna --help and keras-nna COMMAND --help."
 
 
 class CliError(Exception):
@@ -92,9 +98,7 @@ def _program_arg(args, command):
         raise CliError(f"'{command}' expects exactly one program path, received "
                        f"{len(args)}: {args}. Usage: keras-nna {command} PROGRAM.nnab ...", 2)
     path = _existing(args[0], "program")
-    from keras_nna.export import read_program
-
-    from keras_nna.export import BytecodeError
+    from keras_nna.export import BytecodeError, read_program  # numpy only, no TensorFlow
 
     with open(path, "rb") as f:
         data = f.read()
@@ -132,9 +136,8 @@ def _load_images(path, program):
     return images
 
 
-def _execute(data, images):
+def _execute(data, images, executor):
     """Returns (outputs, stats, executor name)."""
-    executor = FLAGS.executor
     if executor not in ("auto", "emulator", "reference"):
         raise CliError(f"unknown --executor={executor!r}; expected auto, emulator or reference.", 2)
     if executor != "reference":
@@ -159,11 +162,8 @@ def _execute(data, images):
 
 
 def _cmd_export(args):
-    if args:
-        raise CliError(f"'export' takes no positional arguments, received {args}. "
-                       "Usage: keras-nna export --model m.keras --out prog.nnab", 2)
-    model_path = _existing(FLAGS.model, "model", "model")
-    if not FLAGS.out:
+    model_path = _existing(args.model, "model", "model")
+    if not args.out:
         raise CliError("missing output path: expected --out PROGRAM.nnab.", 2)
     import keras
 
@@ -176,11 +176,11 @@ def _cmd_export(args):
         raise CliError(f"cannot load Keras model '{model_path}': {_first_line(err)}. Expected a "
                        "model saved with model.save('m.keras') after quantize_model.")
     try:
-        program = export_model(model, FLAGS.out)
+        program = export_model(model, args.out)
     except ExportError as err:
         raise CliError(f"cannot export '{model_path}': {err}")
-    size = os.path.getsize(FLAGS.out)
-    print(f"Wrote {FLAGS.out}: {size:,} bytes, {len(program.layers)} layers, input "
+    size = os.path.getsize(args.out)
+    print(f"Wrote {args.out}: {size:,} bytes, {len(program.layers)} layers, input "
           f"{program.input_shape}, output {program.output_shape}.")
 
 
@@ -206,7 +206,7 @@ def _fmt_table(headers, rows, right_from):
 
 
 def _cmd_inspect(args):
-    data, program = _program_arg(args, "inspect")
+    data, program = _program_arg(args.program, "inspect")
     import numpy as np
 
     rows = []
@@ -232,60 +232,92 @@ def _cmd_inspect(args):
 def _cmd_run(args):
     import numpy as np
 
-    data, program = _program_arg(args, "run")
-    images = _load_images(FLAGS.input, program)
-    outputs, _, executor = _execute(data, images)
+    data, program = _program_arg(args.program, "run")
+    images = _load_images(args.input, program)
+    outputs, _, executor = _execute(data, images, args.executor)
     print(f"Ran {len(images)} image(s) with the {executor}: outputs {outputs.shape} float32.")
     if 0 < len(images) <= 10:
         top = outputs.reshape(len(images), -1).argmax(axis=1)
         print("argmax: " + " ".join(str(int(k)) for k in top))
-    if FLAGS.output:
-        np.save(FLAGS.output, outputs)
-        print(f"Wrote {FLAGS.output}.")
+    if args.output:
+        np.save(args.output, outputs)
+        print(f"Wrote {args.output}.")
 
 
 def _cmd_profile(args):
     from keras_nna.runtime.cost import estimate_cost, get_profile
 
     try:
-        profile = get_profile(FLAGS.profile)
+        profile = get_profile(args.profile)
     except ValueError as err:
         raise CliError(str(err), 2)
-    data, program = _program_arg(args, "profile")
-    images = _load_images(FLAGS.input, program)
-    _, stats, _ = _execute(data, images)
+    data, program = _program_arg(args.program, "profile")
+    images = _load_images(args.input, program)
+    _, stats, _ = _execute(data, images, args.executor)
     report = estimate_cost(program, stats, profile)
     print(report.table())
-    if FLAGS.json:
-        report.save(FLAGS.json)
-        print(f"Wrote {FLAGS.json}.")
+    if args.json:
+        report.save(args.json)
+        print(f"Wrote {args.json}.")
 
 
 def _cmd_demo(args):
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    candidates = [os.path.join(here, _TUTORIAL), os.path.join(os.getcwd(), _TUTORIAL)]
-    path = next((p for p in candidates if os.path.isfile(p)), None)
-    if path is None:
-        raise CliError(f"the demo tutorial was not found (looked for {' and '.join(candidates)}). "
-                       "It ships with the keras_nna source repository: run keras-nna demo from "
-                       "a clone, or run python tutorials/akidanet_quickstart.py there.")
-    spec = importlib.util.spec_from_file_location("keras_nna_akidanet_quickstart", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "main"):
-        raise CliError(f"{path} has no main(argv) function; expected the quickstart tutorial.")
+    from keras_nna import demo
+
     if args[:1] == ["--"]:
         args = args[1:]
-    saved, sys.argv = sys.argv, ["keras-nna demo", *args]  # argparse shows this as `prog`
-    try:
-        status = module.main(list(args))
-    finally:
-        sys.argv = saved
-    return int(status or 0)
+    return demo.main(args, prog="keras-nna demo")
 
 
 _HANDLERS = {"export": _cmd_export, "inspect": _cmd_inspect, "run": _cmd_run,
              "profile": _cmd_profile, "demo": _cmd_demo}
+
+
+class _Parser(argparse.ArgumentParser):
+    """Raises usage errors as `CliError` (one line, status 2) instead of exiting."""
+
+    def error(self, message):
+        raise CliError(f"{message}. See {self.prog} --help.", 2)
+
+
+def _add_batch_flags(parser, output):
+    parser.add_argument("--input", metavar="BATCH.npy",
+                        help="uint8 images [N, H, W, C] (or one [H, W, C] image) in a .npy file")
+    if output:
+        parser.add_argument("--output", metavar="OUT.npy", help="write the float32 outputs here")
+    parser.add_argument("--executor", default="auto", metavar="E",
+                        help="auto (the emulator op, else the numpy reference), emulator or "
+                             "reference (default: auto)")
+
+
+def _parser():
+    from keras_nna import __version__
+
+    listing = "\n".join(f"  {name:<9} {_SUMMARIES[name]}" for name in COMMANDS)
+    parser = _Parser(prog="keras-nna", usage="keras-nna [-h] [--version] COMMAND [ARGS]",
+                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                     description="Export, inspect, run and profile keras_nna programs (bytecode "
+                     f"for the event-based NNA); run the demo.\n\ncommands:\n{listing}",
+                     epilog="Run keras-nna COMMAND --help for a command's flags.")
+    parser.add_argument("--version", action="version", version=f"keras-nna {__version__}")
+    commands = parser.add_subparsers(dest="command", help=argparse.SUPPRESS)
+    sub = {name: commands.add_parser(name, prog=f"keras-nna {name}", usage=_USAGES[name],
+                                     description=_SUMMARIES[name]) for name in COMMANDS}
+    sub["export"].add_argument("--model", metavar="MODEL.keras",
+                               help="the quantized Keras model (saved with model.save)")
+    sub["export"].add_argument("--out", metavar="PROGRAM.nnab", help="the bytecode to write")
+    for name in ("inspect", "run", "profile"):
+        sub[name].add_argument("program", nargs="*", metavar="PROGRAM.nnab",
+                               help="an exported program")
+    _add_batch_flags(sub["run"], output=True)
+    _add_batch_flags(sub["profile"], output=False)
+    sub["profile"].add_argument("--profile", default="nna-1core", metavar="NAME",
+                                help="hardware profile: nna-1core or nna-8core "
+                                     "(default: nna-1core)")
+    sub["profile"].add_argument("--json", metavar="COST.json",
+                                help="also write the cost report as JSON")
+    sub["demo"].add_argument("args", nargs="*", help="see keras-nna demo --help")
+    return parser, sub
 
 
 def _first_line(err):
@@ -293,42 +325,46 @@ def _first_line(err):
     return text.splitlines()[0] if text else type(err).__name__
 
 
+def _dispatch(argv):
+    args = argv[1:]
+    if not args:
+        raise CliError(f"missing command; expected one of {', '.join(COMMANDS)}. {_USAGE}", 2)
+    if not args[0].startswith("-") and args[0] not in COMMANDS:
+        raise CliError(f"unknown command {args[0]!r}; expected one of "
+                       f"{', '.join(COMMANDS)}. {_USAGE}", 2)
+    if args[0] == "demo":  # the demo parses its own arguments
+        return _cmd_demo(args[1:])
+    parser, sub = _parser()
+    namespace, extra = parser.parse_known_args(args)
+    if extra or namespace.command is None:
+        where = sub[namespace.command] if namespace.command else parser
+        where.error(f"unrecognized arguments: {' '.join(extra)}" if extra else "missing command")
+    return _HANDLERS[namespace.command](namespace)
+
+
 def main(argv):
     """Runs one `keras-nna` command.
 
     Args:
         argv: The command line, program name first, e.g.
-            `["keras-nna", "inspect", "model.nnab"]`. Called directly (not
-            through `run`), flags in `argv` are parsed and the others reset
-            to their defaults.
+            `["keras-nna", "inspect", "model.nnab"]`.
 
     Returns:
-        The exit status: 0 on success, 1 on an error, 2 on a usage error.
-        The error is printed as one line on stderr.
+        The exit status: 0 on success (`--help` and `--version` included),
+        1 on an error, 2 on a usage error, 130 when interrupted. An error is
+        printed as one line on stderr.
 
     Example:
 
     >>> main(["keras-nna", "inspect", "/nonexistent.nnab"])
     1
+    >>> main(["keras-nna", "inspect", "--nosuchflag"])
+    2
     """
     try:
-        argv = list(argv)
-        if not _under_app:
-            FLAGS.unparse_flags()
-            try:
-                if len(argv) > 1 and argv[1] == "demo":  # the tutorial parses its own arguments
-                    FLAGS(argv[:1])
-                else:
-                    argv = FLAGS(argv)
-            except flags.Error as err:
-                raise CliError(f"{_first_line(err)}. {_USAGE}", 2)
-        if len(argv) < 2:
-            raise CliError(f"missing command. {_USAGE}", 2)
-        command, args = argv[1], argv[2:]
-        if command not in _HANDLERS:
-            raise CliError(f"unknown command {command!r}; expected one of "
-                           f"{', '.join(COMMANDS)}. {_USAGE}", 2)
-        return _HANDLERS[command](args) or 0
+        return _dispatch(list(argv)) or 0
+    except SystemExit as exit_:  # --help / --version: printed by argparse
+        return exit_.code if isinstance(exit_.code, int) else 0
     except CliError as err:
         print(f"keras-nna: error: {err}", file=sys.stderr)
         return err.code
@@ -344,22 +380,12 @@ def main(argv):
 
 
 def run():
-    """Entry point of the `keras-nna` script: `absl.app.run(main)`.
-
-    `keras-nna demo ...` hands its arguments to the tutorial unparsed.
+    """Entry point of the `keras-nna` script: `sys.exit(main(sys.argv))`.
 
     Raises:
         SystemExit: Always, with `main`'s exit status.
     """
-    global _under_app
-    if len(sys.argv) > 1 and sys.argv[1] == "demo":
-        sys.exit(main(sys.argv))
-    FLAGS.unparse_flags()
-    _under_app = True
-    try:
-        app.run(main)
-    finally:
-        _under_app = False
+    sys.exit(main(sys.argv))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -168,16 +169,56 @@ def test_usage_errors(files, capsys):
     _one_error_line(capsys, "--executor")
 
 
-def test_demo_calls_tutorial_main(tmp_path, monkeypatch, capsys):
-    fake = tmp_path / "tutorials" / "akidanet_quickstart.py"
-    fake.parent.mkdir()
-    fake.write_text("import sys\ndef main(argv):\n    print('demo', argv)\n    return 0\n")
-    monkeypatch.setattr(cli, "_TUTORIAL", str(fake))  # absolute path: os.path.join keeps it
-    assert _main("demo", "--quick") == 0
-    assert "demo ['--quick']" in capsys.readouterr().out
-    monkeypatch.setattr(cli, "_TUTORIAL", str(tmp_path / "missing.py"))
-    assert _main("demo") == 1
-    _one_error_line(capsys, "demo tutorial was not found")
+@pytest.mark.parametrize("argv", [["--help"], ["-h"], []], ids=["--help", "-h", "no-args"])
+def test_global_help_lists_every_command(argv, capsys):
+    status = _main(*argv)
+    if not argv:  # no command: a usage error that points at --help
+        assert status == 2
+        _one_error_line(capsys, "missing command", "keras-nna --help")
+        return
+    assert status == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: keras-nna")
+    for command in cli.COMMANDS:  # one line each, with its summary
+        line = next(ln for ln in out.splitlines() if ln.strip().startswith(command + " "))
+        assert len(line.split()) > 2, line
+
+
+@pytest.mark.parametrize("command,flags", [
+    ("export", {"--model", "--out"}),
+    ("inspect", set()),
+    ("run", {"--input", "--output", "--executor"}),
+    ("profile", {"--input", "--profile", "--json", "--executor"}),
+    ("demo", {"--quick", "--tasks", "--out_dir"}),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_command_help_shows_its_own_flags(command, flags, capsys):
+    assert _main(command, "--help") == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: keras-nna {command}"), out
+    assert set(re.findall(r"--[a-z_]+", out)) == flags | {"--help"}, out
+
+
+def test_version(capsys):
+    import keras_nna
+
+    assert _main("--version") == 0
+    assert capsys.readouterr().out.strip() == f"keras-nna {keras_nna.__version__}"
+
+
+@pytest.mark.parametrize("argv,fragments", [
+    (["--nosuchflag"], ["unrecognized arguments: --nosuchflag", "keras-nna --help"]),
+    (["inspect", "--model", "m.keras"], ["unrecognized arguments: --model", "inspect --help"]),
+    (["export", "--model"], ["--model", "expected one argument"]),
+    (["demo", "--nosuchflag"], ["unrecognized arguments: --nosuchflag", "demo --help"]),
+    (["demo", "--", "--tasks", "cifar"], ["--tasks", "faces, fashion_mnist"]),
+], ids=["global-flag", "flag-of-other-command", "flag-without-value", "demo-flag",
+        "demo-passthrough"])
+def test_usage_errors_exit_2_with_one_line(argv, fragments, capsys):
+    assert _main(*argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("keras-nna") and ": error: " in err and "\n" not in err, err
+    for fragment in fragments:
+        assert fragment in err, err
 
 
 def test_run_entry_point_in_process(files, monkeypatch, capsys):

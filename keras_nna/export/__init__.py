@@ -1,9 +1,10 @@
-"""Export: lower a quantized model to integer bytecode (docs/bytecode.md)."""
+"""Export: lower a quantized model to integer bytecode (docs/bytecode.md).
 
-from keras_nna.export.bytecode import BytecodeError, read_program, write_program
-from keras_nna.export.lowering import ExportError, export_model
-from keras_nna.export.program import LayerRecord, Program
-from keras_nna.export.reference import STAT_NAMES, run_reference
+Submodules are imported on first use: reading a program (`read_program`,
+`Program`, `run_reference`) needs only numpy; `export_model` imports Keras.
+"""
+
+from keras_nna import _lazy
 
 __all__ = [
     "BytecodeError",
@@ -16,3 +17,15 @@ __all__ = [
     "run_reference",
     "write_program",
 ]
+
+__getattr__, __dir__ = _lazy(__name__, {
+    "BytecodeError": "bytecode",
+    "read_program": "bytecode",
+    "write_program": "bytecode",
+    "ExportError": "lowering",
+    "export_model": "lowering",
+    "LayerRecord": "program",
+    "Program": "program",
+    "STAT_NAMES": "reference",
+    "run_reference": "reference",
+})

@@ -6,18 +6,12 @@ on uint8 NHWC images and returns float32 outputs and per-layer statistics;
 raw TensorFlow op. ``estimate_cost`` / ``cost_report`` turn statistics into
 time, bytes and energy per inference for a ``HardwareProfile``
 (``"nna-1core"``, ``"nna-8core"``).
+
+Submodules are imported on first use: the cost model needs only numpy; the
+emulator and the op import TensorFlow.
 """
 
-from keras_nna.runtime.cost import (
-    PROFILES,
-    CostReport,
-    HardwareProfile,
-    cost_report,
-    estimate_cost,
-    get_profile,
-)
-from keras_nna.runtime.emulator import KIND_NAMES, STAT_NAMES, Emulator, EmulatorLayer, program_bytes
-from keras_nna.runtime.op import MODES, load_op_library, nna_run
+from keras_nna import _lazy
 
 __all__ = [
     "CostReport",
@@ -35,3 +29,20 @@ __all__ = [
     "nna_run",
     "program_bytes",
 ]
+
+__getattr__, __dir__ = _lazy(__name__, {
+    "CostReport": "cost",
+    "HardwareProfile": "cost",
+    "PROFILES": "cost",
+    "cost_report": "cost",
+    "estimate_cost": "cost",
+    "get_profile": "cost",
+    "Emulator": "emulator",
+    "EmulatorLayer": "emulator",
+    "KIND_NAMES": "emulator",
+    "STAT_NAMES": "emulator",
+    "program_bytes": "emulator",
+    "MODES": "op",
+    "load_op_library": "op",
+    "nna_run": "op",
+})
