@@ -10,13 +10,15 @@ counted.
     print(format_macs(count_macs(model)))   # "16.51 M"
     print(macs_summary(model))              # one line per layer
 
-Counted layers (nested models are walked into):
+Counted layers (nested models are walked into, wrappers looked through; the
+kinds of `keras_nna.quantization.layer_kinds`, so 1-D and 3-D convolutions
+count as well):
 
 | layer | MACs |
 | --- | --- |
-| `Conv2D` | out_h · out_w · k_h · k_w · (c_in / groups) · c_out |
-| `DepthwiseConv2D` | out_h · out_w · k_h · k_w · c_in · depth_multiplier |
-| `SeparableConv2D` | depthwise part above + out_h · out_w · c_in · depth_multiplier · c_out |
+| `Conv1D/2D/3D` | output positions · kernel positions · (c_in / groups) · c_out |
+| `DepthwiseConv1D/2D` | output positions · kernel positions · c_in · depth_multiplier |
+| `SeparableConv1D/2D` | depthwise part above + output positions · c_in · depth_multiplier · c_out |
 | `Dense` | (input positions) · c_in · units |
 
 The model must be built with fully known input and output shapes (no `None`
@@ -25,6 +27,8 @@ first call.
 """
 
 import keras
+
+from keras_nna.quantization.layer_kinds import WEIGHTED_KINDS, layer_kind, unwrap
 
 __all__ = ["count_macs", "format_macs", "layer_macs", "macs_for_shapes", "macs_summary"]
 
@@ -68,22 +72,20 @@ def macs_for_shapes(layer, input_shape, output_shape):
     >>> macs_for_shapes(keras.layers.Dense(3), (None, 4), (None, 3))
     12
     """
-    inner = layer.layer if isinstance(layer, keras.layers.Wrapper) else layer
-    # SeparableConv2D and DepthwiseConv2D are not Conv2D subclasses in Keras 3,
-    # but test the most specific classes first anyway.
-    if not isinstance(inner, (keras.layers.SeparableConv2D, keras.layers.DepthwiseConv2D,
-                              keras.layers.Conv2D, keras.layers.Dense)):
+    inner = unwrap(layer)
+    kind = layer_kind(inner)
+    if kind not in WEIGHTED_KINDS:
         return None
     dims_in = _known(input_shape, layer, "input")
     out = _known(output_shape, layer, "output")
     c_in = dims_in[-1]
-    if isinstance(inner, keras.layers.SeparableConv2D):
+    if kind == "separable":
         positions = _prod(out[:-1])
         mid = c_in * inner.depth_multiplier
         return positions * _prod(inner.kernel_size) * mid + positions * mid * out[-1]
-    if isinstance(inner, keras.layers.DepthwiseConv2D):
+    if kind == "depthwise":
         return _prod(out[:-1]) * _prod(inner.kernel_size) * c_in * inner.depth_multiplier
-    if isinstance(inner, keras.layers.Conv2D):
+    if kind == "conv":
         if inner.data_format == "channels_first":
             c_in = dims_in[0]
             out = out[1:] + out[:1]
@@ -93,9 +95,7 @@ def macs_for_shapes(layer, input_shape, output_shape):
 
 def _single_layer_macs(layer):
     """MACs of one counted layer of a built model, or `None` for layers that are not counted."""
-    inner = layer.layer if isinstance(layer, keras.layers.Wrapper) else layer
-    if not isinstance(inner, (keras.layers.SeparableConv2D, keras.layers.DepthwiseConv2D,
-                              keras.layers.Conv2D, keras.layers.Dense)):
+    if layer_kind(unwrap(layer)) not in WEIGHTED_KINDS:
         return None
     return macs_for_shapes(layer, layer.input.shape, layer.output.shape)
 

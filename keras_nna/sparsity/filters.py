@@ -38,6 +38,8 @@ Example:
 import numpy as np
 import keras
 
+from keras_nna.quantization.layer_kinds import unwrap
+from keras_nna.quantization import is_quantize_wrapper
 from keras_nna.sparsity import masks as masks_lib
 from keras_nna.sparsity.pruning import PruneCallback, _check_choice
 from keras_nna.sparsity.schedules import check_sparsity
@@ -52,15 +54,19 @@ def _var(layer, key):
     return masks_lib.layer_weight(layer, key)
 
 
+def _fused_bn(producer):
+    """The BatchNorm a `QuantizeWrapper` fused into `producer`, else `None`."""
+    return producer.batch_norm if is_quantize_wrapper(producer) else None
+
+
 def _group_bn(model, group):
-    producer = model.get_layer(group.producer)
-    fused = getattr(producer, "batch_norm", None)
+    fused = _fused_bn(model.get_layer(group.producer))
     if fused is not None:
         return fused
     for m in group.members:
         layer = model.get_layer(m)
-        if _kind(layer) == "BatchNormalization":
-            return masks_lib.inner_layer(layer)
+        if _kind(layer) == "batchnorm":
+            return unwrap(layer)
     return None
 
 
@@ -152,15 +158,15 @@ def _group_variables(model, group):
     """(variable, reshape) pairs carrying the group's channels."""
     producer = model.get_layer(group.producer)
     out = [(_kernel(producer), None), (_var(producer, "bias"), None)]
-    fused = getattr(producer, "batch_norm", None)
+    fused = _fused_bn(producer)
     if fused is not None:
         out += [(_var(fused, "gamma"), None), (_var(fused, "beta"), None)]
     for m in group.members:
         layer = model.get_layer(m)
         kind = _kind(layer)
-        if kind == "BatchNormalization":
+        if kind == "batchnorm":
             out += [(_var(layer, "gamma"), None), (_var(layer, "beta"), None)]
-        elif kind.startswith("Depthwise"):
+        elif kind == "depthwise":
             out += [(_var(layer, "kernel"), (-1, 1)), (_var(layer, "bias"), None)]
     return [(v, r) for v, r in out if v is not None]
 

@@ -25,8 +25,8 @@ import dataclasses
 import numpy as np
 import keras
 
-from keras_nna.sparsity.masks import inner_layer
 from keras_nna.models.summary import macs_for_shapes
+from keras_nna.quantization.layer_kinds import layer_kind, unwrap
 
 __all__ = ["LayerGraph", "layer_graph", "layer_macs", "count_params_and_macs", "event_fan_out"]
 
@@ -168,8 +168,9 @@ def count_params_and_macs(model):
     return {"params": int(model.count_params()), "macs": int(macs)}
 
 
-_PASS_THROUGH = ("Dropout", "SpatialDropout2D", "ZeroPadding2D", "Identity", "Flatten",
-                 "Reshape", "BatchNormalization", "Activation", "ReLU")
+# Layer kinds that pass each event on unchanged (keras_nna.quantization.layer_kinds).
+_PASS_THROUGH_KINDS = ("passthrough", "padding", "flatten", "reshape", "batchnorm", "relu",
+                       "activation")
 
 
 def event_fan_out(graph, name):
@@ -178,7 +179,8 @@ def event_fan_out(graph, name):
     Sum over consuming layers: Conv2D ``kh·kw·filters/stride²``, DepthwiseConv2D and
     the depthwise half of SeparableConv2D ``kh·kw·multiplier/stride²`` (the pointwise
     half works on the depthwise accumulators, not on events), Dense ``units``; pooling
-    counts 1, pass-through layers (dropout, padding, flatten, ...) are looked through.
+    counts 1, pass-through layers (dropout, padding, flatten, reshape, BatchNorm,
+    activations) are looked through.
 
     Args:
         graph: A :class:`LayerGraph`.
@@ -199,17 +201,17 @@ def event_fan_out(graph, name):
     if name in graph.output_layers:
         total += 1.0
     for c in graph.consumers[name]:
-        layer = inner_layer(graph.layers[c])
-        kind = type(layer).__name__
-        if kind in ("Conv1D", "Conv2D", "Conv3D"):
+        layer = unwrap(graph.layers[c])
+        kind = layer_kind(layer)
+        if kind == "conv":
             k, s = _conv_geometry(layer)
             total += k * layer.filters / s
-        elif kind in ("DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D"):
+        elif kind in ("depthwise", "separable"):
             k, s = _conv_geometry(layer)
             total += k * layer.depth_multiplier / s
-        elif kind == "Dense":
+        elif kind == "dense":
             total += layer.units
-        elif kind in _PASS_THROUGH:
+        elif kind in _PASS_THROUGH_KINDS:
             total += event_fan_out(graph, c)
         else:
             total += 1.0

@@ -114,8 +114,10 @@ import numpy as np
 import keras
 import tensorflow as tf
 
+from keras_nna.quantization import QuantizationPolicy, is_quantize_wrapper
+from keras_nna.quantization.layer_kinds import applies_relu, layer_kind, unwrap
 from keras_nna.sparsity.graph import event_fan_out, layer_graph, layer_macs
-from keras_nna.sparsity.masks import inner_layer, iter_layers, layer_weight
+from keras_nna.sparsity.masks import iter_layers, layer_weight
 
 __all__ = ["ActivityRegularizer", "add_activity_regularization", "add_weight_regularization",
            "add_gamma_regularization", "relu_layers"]
@@ -183,24 +185,19 @@ class ActivityRegularizer(keras.regularizers.Regularizer):
         return f"<ActivityRegularizer l1={self.l1:.3g} l2={self.l2:.3g} hoyer={self.hoyer:.3g}>"
 
 
-def _is_relu(layer):
-    for candidate in (layer, inner_layer(layer)):
-        if isinstance(candidate, keras.layers.ReLU):
-            return True
-        act = getattr(candidate, "activation", None)
-        if act == "relu" or act is keras.activations.relu or getattr(act, "__name__", "") == "relu":
-            return True  # QuantizeWrapper stores the string "relu"
-    return False
-
-
 def relu_layers(model):
     """Names of the layers whose output is a ReLU output.
+
+    The rule is `keras_nna.quantization.layer_kinds.applies_relu`, the one
+    `quantize_model` fuses by: a `ReLU` layer (any `max_value`, but no
+    `negative_slope` or `threshold`), `Activation("relu")`, `activation="relu"`,
+    or a `QuantizeWrapper` with a ReLU output.
 
     Args:
         model: A Keras model.
 
     Returns:
-        List of layer names (ReLU layers, `Activation("relu")`, `activation="relu"`).
+        List of layer names.
 
     Example:
 
@@ -210,7 +207,7 @@ def relu_layers(model):
     >>> relu_layers(m)
     ['a', 'r']
     """
-    return [l.name for l in iter_layers(model) if _is_relu(l)]
+    return [l.name for l in iter_layers(model) if applies_relu(l)]
 
 
 def _normalised(weights):
@@ -223,8 +220,7 @@ def _range_top(policy, graph, relu_name):
     name = relu_name
     while graph.producers.get(name):
         name = graph.producers[name][0]
-        kind = type(inner_layer(graph.layers[name])).__name__
-        if kind not in ("BatchNormalization", "Dropout", "Identity"):
+        if layer_kind(unwrap(graph.layers[name])) not in ("batchnorm", "passthrough"):
             break
     return policy.activation_top(name)
 
@@ -232,13 +228,13 @@ def _range_top(policy, graph, relu_name):
 def _cap_relus(model, names, max_value):
     layers = {l.name: l for l in iter_layers(model)}
     # Quantized layers (QuantizeWrapper) already clip at their range's top.
-    names = [n for n in names if not hasattr(layers[n], "activation_step")]
-    not_relu_layers = [n for n in names if not isinstance(inner_layer(layers[n]), keras.layers.ReLU)]
+    names = [n for n in names if not is_quantize_wrapper(layers[n])]
+    not_relu_layers = [n for n in names if not isinstance(unwrap(layers[n]), keras.layers.ReLU)]
     if not_relu_layers:
         raise ValueError(f"`max_value` caps keras.layers.ReLU layers only; {not_relu_layers} apply "
                          "ReLU as an activation. Build the model with separate keras.layers.ReLU "
                          "layers (as AkidaNet does), or pass max_value=None.")
-    if hasattr(max_value, "activation_top"):
+    if isinstance(max_value, QuantizationPolicy):
         graph = layer_graph(model)
         caps = {n: _range_top(max_value, graph, n) for n in names}
     else:
@@ -247,7 +243,7 @@ def _cap_relus(model, names, max_value):
                              f"max_value={max_value!r}. Use e.g. 3.75, the top of the 4-bit range.")
         caps = {n: float(max_value) for n in names}
     for n, cap in caps.items():
-        relu = inner_layer(layers[n])
+        relu = unwrap(layers[n])
         if relu.max_value is None or relu.max_value > cap:
             relu.max_value = cap  # read at call time: the next compile/fit traces the capped ReLU
     return caps
@@ -325,7 +321,7 @@ def _set_weight_regularizer(layer, key, attr, regularizer):
     if var is None:
         return False
     var.regularizer = regularizer
-    setattr(inner_layer(layer), attr, regularizer)
+    setattr(unwrap(layer), attr, regularizer)
     return True
 
 
@@ -393,8 +389,8 @@ def add_gamma_regularization(model, l1=1e-4, weighting=None):
     _check_strength(l1=l1)
     if weighting not in (None, "flops", "params"):
         raise ValueError(f"Unknown `weighting`={weighting!r}. Expected None, 'flops' or 'params'.")
-    bns = [l for l in iter_layers(model) if isinstance(inner_layer(l), keras.layers.BatchNormalization)
-           and layer_weight(l, "gamma") is not None]
+    bns = [l for l in iter_layers(model)
+           if layer_kind(unwrap(l)) == "batchnorm" and layer_weight(l, "gamma") is not None]
     if not bns:
         raise ValueError(f"Model {model.name!r} has no BatchNormalization layer with a gamma.")
     factors = {l.name: 1.0 for l in bns}

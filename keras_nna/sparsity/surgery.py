@@ -34,37 +34,33 @@ import dataclasses
 import numpy as np
 import keras
 
+from keras_nna.quantization.layer_kinds import layer_kind, unwrap
 from keras_nna.sparsity.graph import count_params_and_macs, layer_graph
-from keras_nna.sparsity.masks import inner_layer
 
 __all__ = ["ChannelGroup", "channel_groups", "dead_channels", "remove_pruned_filters",
            "compare_models"]
 
-PRODUCERS = ("Conv1D", "Conv2D", "Conv3D", "SeparableConv1D", "SeparableConv2D", "Dense")
-PRESERVING = ("BatchNormalization", "ReLU", "LeakyReLU", "Activation", "Dropout", "SpatialDropout1D",
-              "SpatialDropout2D", "ZeroPadding1D", "ZeroPadding2D", "Cropping2D", "MaxPooling1D",
-              "MaxPooling2D", "AveragePooling1D", "AveragePooling2D", "GlobalAveragePooling1D",
-              "GlobalAveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "Identity",
-              "UpSampling2D", "DepthwiseConv1D", "DepthwiseConv2D", "Flatten",
-              "QuantizedAveragePooling2D", "QuantizedGlobalAveragePooling2D")
+# Layer kinds (keras_nna.quantization.layer_kinds) that create channels, and that keep them.
+PRODUCER_KINDS = ("conv", "separable", "dense")
+PRESERVING_KINDS = ("batchnorm", "relu", "activation", "passthrough", "padding", "upsampling",
+                    "maxpool", "avgpool", "global_avgpool", "global_maxpool", "flatten")
 
 
 def _kind(layer):
-    return type(inner_layer(layer)).__name__
+    return layer_kind(unwrap(layer))
 
 
 def _is_producer(layer):
-    inner = inner_layer(layer)
-    return _kind(layer) in PRODUCERS and getattr(inner, "groups", 1) == 1
+    return _kind(layer) in PRODUCER_KINDS and getattr(unwrap(layer), "groups", 1) == 1
 
 
 def _is_preserving(layer):
     kind = _kind(layer)
-    if kind.startswith("Depthwise"):
-        return inner_layer(layer).depth_multiplier == 1
-    if kind == "BatchNormalization":
-        return inner_layer(layer).axis in (-1, len(inner_layer(layer).input.shape) - 1)
-    return kind in PRESERVING
+    if kind == "depthwise":
+        return unwrap(layer).depth_multiplier == 1
+    if kind == "batchnorm":
+        return unwrap(layer).axis in (-1, len(unwrap(layer).input.shape) - 1)
+    return kind in PRESERVING_KINDS
 
 
 @dataclasses.dataclass
@@ -124,22 +120,23 @@ def channel_groups(model):
                 if _is_producer(cl):
                     group.consumers[c] = src
                     group.repeat[c] = rep
-                    if _kind(cl) != "Dense" and rep != 1:
+                    if _kind(cl) != "dense" and rep != 1:
                         group.blocked = group.blocked or f"{c!r} consumes flattened channels"
                 elif _is_preserving(cl) and len(graph.producers[c]) == 1:
                     group.members.append(c)
                     r = rep
-                    if _kind(cl) == "Flatten":
+                    if _kind(cl) == "flatten":
                         r = rep * int(np.prod(graph.input_shape(c)[1:-1]))
                     frontier.append((c, r))
                 else:
-                    group.blocked = group.blocked or f"{c!r} ({_kind(cl)}) is not supported by surgery"
+                    group.blocked = group.blocked or (
+                        f"{c!r} ({type(unwrap(cl)).__name__}) is not supported by surgery")
         groups[name] = group
     return groups
 
 
 def _act_keeps_zero(layer):
-    act = getattr(inner_layer(layer), "activation", None)
+    act = getattr(unwrap(layer), "activation", None)
     if act is None or isinstance(act, str) and act in ("linear", "relu"):
         return True
     try:
@@ -149,7 +146,7 @@ def _act_keeps_zero(layer):
 
 
 def _weight(layer, key):
-    for v in inner_layer(layer).weights:
+    for v in unwrap(layer).weights:
         if v.name == key:
             return keras.ops.convert_to_numpy(v)
     return None
@@ -188,20 +185,20 @@ def dead_channels(model, groups=None):
             src = layer._inbound_nodes[0].parent_nodes[0].operation.name
             d = dead[src]
             kind = _kind(layer)
-            if kind == "BatchNormalization":
-                inner = inner_layer(layer)
+            if kind == "batchnorm":
+                inner = unwrap(layer)
                 gamma = _weight(layer, "gamma") if inner.scale else np.ones(g.channels)
                 beta = _weight(layer, "beta") if inner.center else np.zeros(g.channels)
                 mean, var = _weight(layer, "moving_mean"), _weight(layer, "moving_variance")
                 const = beta - gamma * mean / np.sqrt(var + inner.epsilon)
                 d = ((gamma == 0) & (beta == 0)) | (d & (const == 0))
-            elif kind.startswith("Depthwise"):
+            elif kind == "depthwise":
                 k = _weight(layer, "kernel")
                 b = _weight(layer, "bias")
                 zero_k = np.all(k.reshape(-1, g.channels) == 0, axis=0)
                 d = (d | zero_k) & (b == 0 if b is not None else True) & _act_keeps_zero(layer)
-            elif kind in ("Activation", "ReLU", "LeakyReLU"):
-                d = d & _act_keeps_zero(layer) if kind == "Activation" else d
+            elif kind in ("relu", "activation"):  # ReLU/LeakyReLU layers have no `activation`: True
+                d = d & _act_keeps_zero(layer)
             dead[m] = d
         removable = np.ones(g.channels, bool)
         for c, src in g.consumers.items():
@@ -255,7 +252,7 @@ def remove_pruned_filters(model, verbose=False):
     def clone(layer):
         cfg = layer.get_config()
         if layer.name in out_keep:
-            key = "units" if _kind(layer) == "Dense" else "filters"
+            key = "units" if _kind(layer) == "dense" else "filters"
             cfg[key] = int(len(out_keep[layer.name]))
         return layer.__class__.from_config(cfg)
 
@@ -272,9 +269,9 @@ def remove_pruned_filters(model, verbose=False):
         sliced = []
         for v in layer.weights:
             w = weights[v.name]
-            if kind == "BatchNormalization" or (kind.startswith("Depthwise") and v.name == "bias"):
+            if kind == "batchnorm" or (kind == "depthwise" and v.name == "bias"):
                 w = _slice(w, -1, ik[0])
-            elif kind.startswith("Depthwise"):
+            elif kind == "depthwise":
                 w = _slice(w, w.ndim - 2, ik[0])
             else:
                 if v.name == "bias" and ok is not None:
@@ -284,11 +281,11 @@ def remove_pruned_filters(model, verbose=False):
                 if ik is not None and v.name in ("kernel", "depthwise_kernel", "pointwise_kernel"):
                     index, channels, rep = ik
                     if v.name == "pointwise_kernel":
-                        mult = inner_layer(layer).depth_multiplier
+                        mult = unwrap(layer).depth_multiplier
                         index = (index[:, None] * mult + np.arange(mult)[None]).reshape(-1)
                     elif rep > 1:
                         index = (np.arange(rep)[:, None] * channels + index[None]).reshape(-1)
-                    w = _slice(w, 0 if kind == "Dense" else w.ndim - 2, index)
+                    w = _slice(w, 0 if kind == "dense" else w.ndim - 2, index)
             sliced.append(w)
         new.get_layer(layer.name).set_weights(sliced)
     if verbose:
