@@ -37,6 +37,7 @@ import numpy as np
 
 from keras_nna.export import export_model
 from keras_nna.quantization import QuantizeWrapper
+from keras_nna.quantization.layer_kinds import WEIGHTED_KINDS, layer_kind, unwrap
 from keras_nna.runtime.cost import estimate_cost, get_profile
 
 __all__ = ["DeployResult", "deploy", "events_per_image", "model_weight_sparsity"]
@@ -268,9 +269,9 @@ def _kernels(layer):
     if isinstance(layer, QuantizeWrapper):
         s = layer.integer_summary()
         return [k for k in (s["kernel"], s["kernel2"]) if k is not None]
-    from keras_nna.sparsity.masks import inner_layer
-
-    inner = inner_layer(layer)
+    inner = unwrap(layer)
+    if layer_kind(inner) not in WEIGHTED_KINDS:
+        return []
     names = ("kernel", "depthwise_kernel", "pointwise_kernel")
     return [keras.ops.convert_to_numpy(w) for w in inner.weights if w.name in names]
 

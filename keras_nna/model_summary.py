@@ -29,6 +29,7 @@ from keras_nna.deploy import _as_images, _run_program, _zeros
 from keras_nna.export import ExportError, export_model, read_program
 from keras_nna.models.summary import layer_macs
 from keras_nna.quantization import QuantizeWrapper
+from keras_nna.quantization.layer_kinds import layer_kind, unwrap
 from keras_nna.runtime.cost import estimate_cost, get_profile
 
 __all__ = ["summary"]
@@ -49,6 +50,13 @@ def _bits(layer, rec):
     return None, None
 
 
+def _kind(layer, rec):
+    """The instruction's kind if exported, else the layer table's kind, else the class."""
+    if rec is not None:
+        return rec.kind
+    return layer_kind(unwrap(layer)) or type(layer).__name__
+
+
 def _layer_rows(model, program, macs):
     records = {}
     if program is not None:
@@ -63,8 +71,7 @@ def _layer_rows(model, program, macs):
         zeros, n_weights = _zeros(layer)
         w_bits, a_bits = _bits(layer, rec)
         rows.append({
-            "name": layer.name, "kind": rec.kind if rec is not None else getattr(
-                layer, "kind", None) or type(layer).__name__, "weight_bits": w_bits,
+            "name": layer.name, "kind": _kind(layer, rec), "weight_bits": w_bits,
             "activation_bits": a_bits, "params": int(layer.count_params()),
             "packed_bytes": packed, "weight_sparsity": zeros / n_weights if n_weights else None,
             "macs": macs.get(layer.name), "_index": index, "_counts": (zeros, n_weights)})
@@ -152,8 +159,9 @@ def summary(qmodel, images=None, profile=None, print_fn=print):
     (`keras_nna.models.summary.layer_macs`). With `images`, the mean events
     received and synops per image counted by the emulator; with a `profile`
     too, the estimated time and energy of every layer (`estimate_cost`).
-    Layers without an instruction (Dropout, ...) show `-`. A float model is
-    summarised too, without bytes, with a note why it cannot be exported yet.
+    Layers without an instruction (Dropout, ...) show `-` and their kind from
+    `keras_nna.quantization.layer_kinds`. A float model is summarised too,
+    without bytes, with a note why it cannot be exported yet.
 
     Args:
         qmodel: A model returned by `quantize_model` (or any chain model).
