@@ -18,6 +18,12 @@ of events per sample:
 :class:`ActivationSparsityCallback` logs the same numbers after each epoch as
 ``activation_zeros/<layer>``, ``activation_zeros/total`` and ``events/total``.
 
+``"total"`` sums the *outputs* of the measured layers. The emulator counts the
+events each accelerator instruction *receives* instead: the input pixels and the
+output of every instruction but the last, where ``MaxPooling2D`` and ``Flatten``
+are instructions too. For that number on a quantized model use
+:func:`keras_nna.deploy.events_per_image` (the emulator's count, measured in Keras).
+
 Example:
 
 >>> import numpy as np, keras
