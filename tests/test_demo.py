@@ -70,3 +70,20 @@ def test_keras_nna_demo_console_script(tmp_path):
     assert "Traceback" not in done.stderr
     _check_report(out_dir, ["faces", "fashion_mnist"])
     assert f"report written to {out_dir}" in done.stdout
+
+
+def test_demo_ships_in_the_package(tmp_path):
+    """An installed package has no tutorials/ next to it: `keras-nna demo` still works."""
+    import shutil
+
+    site = tmp_path / "site"
+    shutil.copytree(os.path.join(REPO, "keras_nna"), site / "keras_nna",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.so", "cc"))
+    env = dict(os.environ, PYTHONPATH=str(site))
+    code = ("import sys, keras_nna; from keras_nna.cli import main; print(keras_nna.__file__); "
+            "sys.exit(main(['keras-nna', 'demo', '--help']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(str(site / "keras_nna")), done.stdout  # the copy, not the repo
+    assert "usage: keras-nna demo" in done.stdout and "--quick" in done.stdout
