@@ -43,23 +43,15 @@ from keras_nna.runtime.cost import estimate_cost, get_profile
 __all__ = ["DeployResult", "deploy", "events_per_image", "model_weight_sparsity"]
 
 
-def _run_program(program, images):
-    """Runs on the emulator op, or on the numpy reference when the op cannot load."""
-    try:
-        from keras_nna.runtime.op import load_op_library
+def _run_program(program, images, executor="auto"):
+    """`keras_nna.runtime.emulator.run_program`, warning when it falls back to numpy."""
+    from keras_nna.runtime.emulator import run_program
 
-        load_op_library()
-    except Exception as err:  # noqa: BLE001 - op not built / wrong TF: use the reference
-        from keras_nna.export import run_reference
-
-        warnings.warn(f"The emulator op could not be loaded ({err}); running the numpy "
-                      "reference interpreter instead (same results, slower).", stacklevel=3)
-        outputs, stats = run_reference(program, images)
-        return outputs, np.asarray(stats), "reference"
-    from keras_nna.runtime.emulator import Emulator
-
-    outputs, stats = Emulator(program).run_with_stats(images)
-    return np.asarray(outputs), np.asarray(stats), "emulator"
+    outputs, stats, used = run_program(program, images, executor=executor)
+    if used == "reference" and executor == "auto":
+        warnings.warn("The emulator op could not be loaded; ran the numpy reference "
+                      "interpreter instead (same results, slower).", stacklevel=3)
+    return np.asarray(outputs), stats, used
 
 
 def _as_images(images, max_images):
@@ -97,7 +89,8 @@ class DeployResult:
     Attributes:
         program: The exported `keras_nna.export.Program`.
         outputs: Emulator outputs, float32 `[N, *output_shape]`.
-        stats: int64 statistics `[N, n_layers, 6]` (`keras_nna.export.STAT_NAMES`).
+        stats: Statistics `[N, n_layers, 6]`, a `keras_nna.export.program.LayerStats`
+            (int64 array with named columns: `stats.events_in`, ...).
         bit_exact: Whether `outputs` equal `qmodel.predict` exactly.
         max_abs_diff: Largest `|emulator - Keras|` (0.0 when bit-exact).
         accuracy: Top-1 accuracy of the emulator outputs, `None` without labels.
@@ -168,7 +161,8 @@ class DeployResult:
         return self.table()
 
 
-def deploy(qmodel, images, labels=None, *, profile="nna-1core", max_images=None):
+def deploy(qmodel, images, labels=None, *, profile="nna-1core", max_images=None,
+           executor="auto"):
     """Exports, emulates, checks bit-exactness and costs a quantized model.
 
     Args:
@@ -180,6 +174,8 @@ def deploy(qmodel, images, labels=None, *, profile="nna-1core", max_images=None)
         profile: Hardware profile name, `HardwareProfile` or `dict` for the cost
             estimate, or `None` for no cost. Defaults to `"nna-1core"`.
         max_images: Use only the first `max_images` images. Defaults to `None`.
+        executor: `"auto"` (the emulator op, else the numpy reference with a
+            warning), `"emulator"` or `"reference"`. Defaults to `"auto"`.
 
     Returns:
         A :class:`DeployResult`. A warning is issued when the emulator and
@@ -188,7 +184,8 @@ def deploy(qmodel, images, labels=None, *, profile="nna-1core", max_images=None)
     Raises:
         keras_nna.export.ExportError: If the model cannot be exported.
         ValueError: For images that do not match the model, misaligned labels,
-            or an unknown profile.
+            an unknown profile or executor.
+        RuntimeError: With `executor="emulator"` when the op cannot be loaded.
 
     Example:
 
@@ -204,7 +201,7 @@ def deploy(qmodel, images, labels=None, *, profile="nna-1core", max_images=None)
         profile = get_profile(profile)  # fail before the work on a bad profile
     images = _as_images(images, max_images)
     program = export_model(qmodel)
-    outputs, stats, executor = _run_program(program, images)
+    outputs, stats, executor = _run_program(program, images, executor)
     expected = keras.ops.convert_to_numpy(
         qmodel.predict(images.astype("float32"), batch_size=256, verbose=0))
     expected = expected.reshape(outputs.shape)
@@ -214,7 +211,7 @@ def deploy(qmodel, images, labels=None, *, profile="nna-1core", max_images=None)
         warnings.warn(f"The emulator outputs differ from qmodel.predict by up to {diff:g}: the "
                       "bit-exact contract is broken (check keras.mixed_precision policies and "
                       "layers changed after quantize_model).", stacklevel=2)
-    per_image = stats.astype(np.float64).sum(axis=1).mean(axis=0)
+    per_image = np.asarray(stats, np.float64).sum(axis=1).mean(axis=0)
     return DeployResult(
         program=program, outputs=outputs, stats=stats, bit_exact=bit_exact, max_abs_diff=diff,
         accuracy=None if labels is None else _accuracy(outputs, labels, len(images)),

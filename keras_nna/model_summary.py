@@ -81,7 +81,7 @@ def _layer_rows(model, program, macs):
 def _add_run(rows, program, images, profile):
     _, stats, _ = _run_program(program, images)
     report = estimate_cost(program, stats, profile) if profile is not None else None
-    mean = stats.astype(np.float64).mean(axis=0)
+    mean = np.asarray(stats, np.float64).mean(axis=0)
     for row in rows:
         i = row["_index"]
         row["events_in"] = None if i is None else float(mean[i, 0])

@@ -102,28 +102,33 @@ def test_deploy_options_and_errors():
 
 
 def test_deploy_falls_back_to_the_reference_without_the_op(monkeypatch):
-    import keras_nna.runtime.op as op
+    import keras_nna.runtime.emulator as emulator
 
     qmodel, images, labels = _case("flatten")
     expected = deploy(qmodel, images, labels)
+    assert expected.stats.events_in.shape == (24, len(expected.program.layers))
+    chosen = deploy(qmodel, images, labels, executor="reference")
+    assert chosen.executor == "reference" and chosen.bit_exact
 
     def broken():
         raise OSError("no op here")
 
-    monkeypatch.setattr(op, "load_op_library", broken)
+    monkeypatch.setattr(emulator, "load_op_library", broken)
     with pytest.warns(UserWarning, match="numpy reference"):
         result = deploy(qmodel, images, labels)
     assert result.executor == "reference" and result.bit_exact
     np.testing.assert_array_equal(result.stats, expected.stats)
     assert result.cost.total == expected.cost.total
+    with pytest.raises(RuntimeError, match="unavailable"):
+        deploy(qmodel, images, executor="emulator")
 
 
 def test_deploy_reports_and_warns_when_not_bit_exact(monkeypatch):
     qmodel, images, _ = _case("gap")
     run = deploy_lib._run_program
 
-    def off_by_one(program, x):
-        outputs, stats, executor = run(program, x)
+    def off_by_one(program, x, executor):
+        outputs, stats, executor = run(program, x, executor)
         return outputs + 1.0, stats, executor
 
     monkeypatch.setattr(deploy_lib, "_run_program", off_by_one)
