@@ -29,6 +29,7 @@ __all__ = [
     "CRC",
     "HEADER",
     "HEADER_FIELDS",
+    "HEADER_OFFSETS",
     "Header",
     "INSTR",
     "INSTR_FIELDS",
@@ -116,6 +117,9 @@ def _offsets(fmt, names):
         i += 1
     return offsets
 
+
+HEADER_OFFSETS = _offsets(HEADER.format, HEADER_FIELDS)
+"""Byte offset of each header field."""
 
 INSTR_OFFSETS = _offsets(INSTR.format, INSTR_FIELDS)
 """Byte offset of each instruction field inside its 64-byte record."""

@@ -196,3 +196,24 @@ def test_cost_report_emulator_agrees_with_reference():
     emulated = cost_report(program, images, executor="emulator")
     reference = cost_report(program, images, executor="reference")
     assert emulated.total == reference.total
+
+
+def test_cost_report_reads_a_path_and_falls_back_to_the_reference(tmp_path, monkeypatch):
+    pytest.importorskip("tensorflow")
+    import keras_nna.runtime.emulator as emulator_module
+
+    program = _conv_program()
+    path = tmp_path / "p.nnab"
+    program.save(path)
+    images = np.random.default_rng(5).integers(0, 256, (2, 8, 8, 1)).astype(np.uint8)
+    expected = cost_report(program, images, executor="reference").to_dict()
+
+    def missing():
+        raise RuntimeError("no compiler")
+
+    monkeypatch.setattr(emulator_module, "load_op_library", missing)
+    assert cost_report(str(path), images).to_dict() == expected  # "auto": the reference
+    with pytest.raises(RuntimeError, match=r"op is unavailable \(no compiler\)"):
+        cost_report(path, images, executor="emulator")
+    with pytest.raises(FileNotFoundError, match="program file '.*missing.nnab' not found"):
+        cost_report(tmp_path / "missing.nnab", images)

@@ -5,7 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import keras_nna.runtime.emulator as emulator_module
+from keras_nna.export.program import LayerStats
 from keras_nna.runtime import Emulator, EmulatorLayer, STAT_NAMES
+from keras_nna.runtime.emulator import run_program
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +195,52 @@ def test_compile_on_first_use(tmp_path):
     op._compile(str(target))
     assert target.stat().st_size > 10_000
     assert not [p for p in target.parent.iterdir() if p.name != target.name]  # no temp leftovers
+
+
+def test_run_with_stats_names_the_columns(case):
+    data, _, images, _, ref_stats = case
+    _, stats = Emulator(data).run_with_stats(images)
+    assert isinstance(stats, LayerStats) and stats.names == STAT_NAMES
+    for i, name in enumerate(STAT_NAMES):
+        np.testing.assert_array_equal(getattr(stats, name), ref_stats[:, :, i])
+    np.testing.assert_array_equal(stats[:, :, 0], stats.events_in)  # old-style indexing still works
+    assert stats.summary()["events_in"] == float(ref_stats[:, :, 0].sum(1).mean())
+    _, tensor_stats = Emulator(data).run_with_stats(tf.constant(images))
+    assert tf.is_tensor(tensor_stats)
+
+
+@pytest.mark.parametrize("executor", ["auto", "emulator", "reference"])
+def test_run_program_executors_agree(case, executor):
+    data, _, images, ref_out, ref_stats = case
+    out, stats, used = run_program(data, images, executor)
+    assert used == ("reference" if executor == "reference" else "emulator")
+    assert isinstance(stats, LayerStats)
+    np.testing.assert_array_equal(out, ref_out)
+    np.testing.assert_array_equal(stats, ref_stats)
+    out1, _, _ = run_program(data, images[0], executor)  # one image gets a batch axis
+    np.testing.assert_array_equal(out1, ref_out[:1])
+
+
+def test_run_program_falls_back_without_the_op(case, monkeypatch):
+    data, _, images, ref_out, _ = case
+
+    def missing():
+        raise RuntimeError("keras_nna: the emulator op is not compiled and no C++ compiler was found.")
+
+    monkeypatch.setattr(emulator_module, "load_op_library", missing)
+    out, _, used = run_program(data, images)
+    assert used == "reference"
+    np.testing.assert_array_equal(out, ref_out)
+    with pytest.raises(RuntimeError, match="op is unavailable \\(keras_nna: the emulator op is not "
+                                           "compiled.*executor='reference'"):
+        run_program(data, images, "emulator")
+    with pytest.raises(ValueError, match="executor must be one of auto, emulator, reference. "
+                                         "Received: executor='gpu'"):
+        run_program(data, images, "gpu")
+
+
+def test_program_path_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="program file '.*nope.nnab' not found"):
+        Emulator(str(tmp_path / "nope.nnab"))
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        Emulator(tmp_path)

@@ -6,9 +6,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_nna.export import BytecodeError, read_program
+from keras_nna.export.format import HEADER, HEADER_OFFSETS, INSTR, INSTR_OFFSETS
 from keras_nna.runtime import nna_run
 
-HEADER_SIZE, INSTR_SIZE = 32, 64
+HEADER_SIZE, INSTR_SIZE = HEADER.size, INSTR.size
+
+
+def _at(layer, field, plus=0):
+    """Byte offset of an instruction field of `layer` in the program."""
+    return HEADER_SIZE + INSTR_SIZE * layer + INSTR_OFFSETS[field] + plus
 
 
 def small_program(nna):
@@ -66,16 +73,19 @@ def test_every_byte_flip_is_rejected(program, images):
 # input_scale (any finite positive float), out_exp of codes layers, acc_wide
 # 0 -> 1, out_bits of the last layer, and the constant pool (weights and requantization values), checked below for no crash.
 def _may_stay_valid(program, i):
-    n_layers = struct.unpack_from("<H", program, 6)[0]
+    n_layers = struct.unpack_from("<H", program, HEADER_OFFSETS["n_layers"])[0]
     pool_start = HEADER_SIZE + INSTR_SIZE * n_layers
-    if 20 <= i < 24 or i >= pool_start:
+    scale = HEADER_OFFSETS["input_scale"]
+    if scale <= i < scale + 4 or i >= pool_start:
         return True
     if i >= HEADER_SIZE:
         layer, off = divmod(i - HEADER_SIZE, INSTR_SIZE)
-        weighted = program[HEADER_SIZE + INSTR_SIZE * layer] <= 4
+        weighted = program[_at(layer, "kind")] <= 4
         last = layer == n_layers - 1
         # acc_wide 0 -> 1 is always allowed; out_bits/out_exp of a codes layer are free choices.
-        return weighted and (off == 56 or (off == 3 and not last) or (off == 2 and last))
+        return weighted and (off == INSTR_OFFSETS["acc_wide"]
+                             or (off == INSTR_OFFSETS["out_exp"] and not last)
+                             or (off == INSTR_OFFSETS["out_bits"] and last))
     return False
 
 
@@ -98,40 +108,76 @@ def test_field_corruption_with_valid_crc_is_rejected(nna, program, images, xor):
     assert not unexpected, f"corrupted bytes accepted at offsets {unexpected}"
 
 
-@pytest.mark.parametrize("offset,value,match", [
-    (0, b"XNAB", "magic"),
-    (4, struct.pack("<H", 2), "version"),
-    (6, struct.pack("<H", 0), "n_layers"),
-    (12, struct.pack("<H", 0), "in_h"),
-    (18, b"\x09", "in_bits"),
-    (19, b"\x01", "flags"),
-    (20, struct.pack("<f", -1.0), "input_scale"),
-    (20, struct.pack("<f", float("nan")), "input_scale"),
-    (24, b"\x01", "reserved"),
-    (32 + 0, b"\x09", "kind"),
-    (32 + 1, b"\x07", "in_bits"),
-    (32 + 4, struct.pack("<H", 5), "input shape"),
-    (32 + 10, struct.pack("<H", 7), "output shape"),
-    (32 + 16, b"\x10", "kernel"),
-    (32 + 18, b"\x00", "strides"),
-    (32 + 20, b"\x03", "pads"),
-    (32 + 24, b"\x01", "w_bits"),
-    (32 + 26, b"\x02", "w_enc"),
-    (32 + 28, struct.pack("<I", 1 << 30), "outside the constant pool"),
-    (32 + 32, struct.pack("<I", 3), "length"),
-    (32 + 36, struct.pack("<I", 1), "w2"),
-    (32 + 52, struct.pack("<H", 2), "pool_h"),
-    (32 + 56, b"\x02", "acc_wide"),
-    (32 + 60, b"\x01", "reserved"),
-    (32 + 64 + 16, b"\x02", "kh/kw"),
-    (32 + 64 + 52, struct.pack("<H", 7), "window"),
-    (32 + 64 + 20, b"\x01", "pads"),
-    (32 + 2, b"\x00", "raw output"),
-])
+H = HEADER_OFFSETS
+FIELD_CASES = [
+    (H["magic"], b"XNAB", "magic"),
+    (H["version"], struct.pack("<H", 2), "version"),
+    (H["n_layers"], struct.pack("<H", 0), "n_layers"),
+    (H["in_h"], struct.pack("<H", 0), "in_h"),
+    (H["in_bits"], b"\x09", "in_bits"),
+    (H["flags"], b"\x01", "flags"),
+    (H["input_scale"], struct.pack("<f", -1.0), "input_scale"),
+    (H["input_scale"], struct.pack("<f", float("nan")), "input_scale"),
+    (H["reserved0"], b"\x01", "reserved"),
+    (_at(0, "kind"), b"\x09", "kind"),
+    (_at(0, "in_bits"), b"\x07", "in_bits"),
+    (_at(0, "in_h"), struct.pack("<H", 5), "input shape"),
+    (_at(0, "out_h"), struct.pack("<H", 7), "output shape"),
+    (_at(0, "kh"), b"\x10", "kernel"),
+    (_at(0, "stride_h"), b"\x00", "strides"),
+    (_at(0, "pad_top"), b"\x03", "pads"),
+    (_at(0, "w_bits"), b"\x01", "w_bits"),
+    (_at(0, "w_enc"), b"\x02", "w_enc"),
+    (_at(0, "w_off"), struct.pack("<I", 1 << 30), "outside the constant pool"),
+    (_at(0, "w_len"), struct.pack("<I", 3), "length"),
+    (_at(0, "w2_off"), struct.pack("<I", 1), "w2"),
+    (_at(0, "pool_h"), struct.pack("<H", 2), "pool_h"),
+    (_at(0, "acc_wide"), b"\x02", "acc_wide"),
+    (_at(0, "reserved", 3), b"\x01", "reserved"),
+    (_at(1, "kh"), b"\x02", "kh/kw"),
+    (_at(1, "pool_h"), struct.pack("<H", 7), "window"),
+    (_at(1, "pad_top"), b"\x01", "pads"),
+    (_at(0, "out_bits"), b"\x00", "raw output"),
+]
+FIELD_IDS = [f"{off}-{match.replace(' ', '_')}" for off, _, match in FIELD_CASES]
+
+
+@pytest.mark.parametrize("offset,value,match", FIELD_CASES, ids=FIELD_IDS)
 def test_field_checks_name_the_field(nna, program, images, offset, value, match):
     bad = bytearray(program)
     bad[offset:offset + len(value)] = value
     _rejects(nna.fix_crc(bad), images, match)
+    with pytest.raises(BytecodeError):  # the Python reader rejects it too
+        read_program(nna.fix_crc(bad))
+
+
+def _op_accepts(data, images):
+    try:
+        nna_run(data, images)
+    except tf.errors.InvalidArgumentError:
+        return False
+    return True
+
+
+def _reader_accepts(data):
+    try:
+        read_program(data)
+    except BytecodeError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("xor", [0xFF, 0x01, 0x80], ids=["xorFF", "xor01", "xor80"])
+def test_reader_and_op_agree_on_corruptions(nna, program, images, xor):
+    """read_program and the C++ op accept exactly the same corrupted programs."""
+    disagree = []
+    for i in range(len(program) - 4):
+        bad = bytearray(program)
+        bad[i] ^= xor
+        bad = nna.fix_crc(bad)
+        if _reader_accepts(bad) != _op_accepts(bad, images):
+            disagree.append(i)
+    assert not disagree, f"reader and op disagree on offsets {disagree}"
 
 
 def test_bounds_are_checked(nna):
@@ -163,7 +209,7 @@ def test_kernel_encoding_errors(nna, blob, enc, match):
 def test_padding_bits_must_be_zero(nna):
     layer = dict(kind="dense", w=np.ones((3, 1)), w_bits=3, out_bits=0, m=[1], n=[0], sh=[1])
     data = bytearray(nna.write((1, 1, 3), [layer]))
-    data[HEADER_SIZE + INSTR_SIZE + 1] |= 0x80  # 9 bits used of 16
+    data[HEADER_SIZE + INSTR_SIZE + 1] |= 0x80  # 9 bits used of 16 (the pool starts the kernel)
     _rejects(nna.fix_crc(data), np.zeros((1, 1, 1, 3), np.uint8), "padding")
 
 
