@@ -237,7 +237,7 @@ class Emulator:
             if images.dtype == tf.uint8 and top == 255:
                 return images
             if not (images.dtype.is_integer or images.dtype.is_floating):
-                raise ValueError(f"Expected uint8 images. Received dtype {images.dtype.name}.")
+                raise ValueError(f"Expected uint8 images. Received dtype {images.dtype.name}. {fix}")
             x = tf.cast(images, tf.float64) if images.dtype.is_floating else tf.cast(images, tf.int64)
             ok = tf.reduce_all((x >= 0) & (x <= top) & (tf.round(x) == x) if images.dtype.is_floating
                                else (x >= 0) & (x <= top))

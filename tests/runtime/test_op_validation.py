@@ -89,14 +89,22 @@ def _may_stay_valid(program, i):
     return False
 
 
-@pytest.mark.parametrize("xor", [0xFF, 0x01, 0x80], ids=["xorFF", "xor01", "xor80"])
-def test_field_corruption_with_valid_crc_is_rejected(nna, program, images, xor):
-    """The CRC is recomputed, so the field checks themselves must catch these."""
-    accepted = []
+def _flips(nna, program, xor):
+    """Yields `(offset, program with that byte XORed and the CRC recomputed)`."""
     for i in range(len(program) - 4):
         bad = bytearray(program)
         bad[i] ^= xor
-        bad = nna.fix_crc(bad)
+        yield i, nna.fix_crc(bad)
+
+
+XORS = pytest.mark.parametrize("xor", [0xFF, 0x01, 0x80], ids=["xorFF", "xor01", "xor80"])
+
+
+@XORS
+def test_field_corruption_with_valid_crc_is_rejected(nna, program, images, xor):
+    """The CRC is recomputed, so the field checks themselves must catch these."""
+    accepted = []
+    for i, bad in _flips(nna, program, xor):
         try:
             out, stats = nna_run(bad, images)
         except tf.errors.InvalidArgumentError as err:
@@ -167,16 +175,11 @@ def _reader_accepts(data):
     return True
 
 
-@pytest.mark.parametrize("xor", [0xFF, 0x01, 0x80], ids=["xorFF", "xor01", "xor80"])
+@XORS
 def test_reader_and_op_agree_on_corruptions(nna, program, images, xor):
     """read_program and the C++ op accept exactly the same corrupted programs."""
-    disagree = []
-    for i in range(len(program) - 4):
-        bad = bytearray(program)
-        bad[i] ^= xor
-        bad = nna.fix_crc(bad)
-        if _reader_accepts(bad) != _op_accepts(bad, images):
-            disagree.append(i)
+    disagree = [i for i, bad in _flips(nna, program, xor)
+                if _reader_accepts(bad) != _op_accepts(bad, images)]
     assert not disagree, f"reader and op disagree on offsets {disagree}"
 
 
