@@ -103,6 +103,35 @@ def test_add_activity_regularization_covers_every_relu(kind):
         assert model.get_layer(name).activity_regularizer.l1 == pytest.approx(0.01)
 
 
+RELU_RULE = {  # layer after a conv -> is it a ReLU? (one rule for quantize_model and relu_layers)
+    "relu": (lambda: keras.layers.ReLU(), True),
+    "relu_max_value": (lambda: keras.layers.ReLU(max_value=6.0), True),
+    "activation_relu": (lambda: keras.layers.Activation("relu"), True),
+    "relu_negative_slope": (lambda: keras.layers.ReLU(negative_slope=0.1), False),
+    "relu_threshold": (lambda: keras.layers.ReLU(threshold=0.5), False),
+    "leaky_relu": (lambda: keras.layers.LeakyReLU(), False),
+    "relu6": (lambda: keras.layers.Activation("relu6"), False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RELU_RULE))
+def test_relu_layers_and_quantize_model_agree_on_what_a_relu_is(name):
+    """A leaky or thresholded ReLU is not a ReLU output (it was, for relu_layers only)."""
+    from keras_nna.quantization import quantize_model
+
+    make, is_relu = RELU_RULE[name]
+    inputs = keras.Input((6, 6, 1))
+    x = keras.layers.Conv2D(2, 3, name="conv")(inputs)
+    x = make()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
+    assert (len(relu_layers(model)) == 1) is is_relu
+    if is_relu:
+        assert quantize_model(model).get_layer("conv").activation == "relu"
+    else:
+        with pytest.raises(ValueError, match="Cannot quantize layer"):
+            quantize_model(model)
+
+
 def test_cost_weighting_follows_fan_out():
     model = small_cnn()
     attached = add_activity_regularization(model, l1=1.0, weighting="cost")
