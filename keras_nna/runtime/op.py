@@ -1,4 +1,4 @@
-"""Loader of the compiled emulator op, ``NnaRun``.
+"""Loader of the compiled emulator op, ``KerasNna>Run``.
 
 The op is C++ (``keras_nna/runtime/cc``) compiled against the installed
 TensorFlow. ``pip install --no-build-isolation .`` (or
@@ -7,8 +7,10 @@ file. Without it, the first use compiles the sources with ``g++`` into a cache
 directory, ``$KERAS_NNA_CACHE`` or ``~/.cache/keras_nna/<tf version>/``, keyed
 by a hash of the sources (~20 s once).
 
-Most users want :class:`keras_nna.runtime.Emulator`; :func:`nna_run` is the raw
-op::
+The op is registered under a namespaced name, ``KerasNna>Run`` (TensorFlow's
+``Namespace>Name`` convention for custom ops); ``tf.load_op_library`` exposes
+it as ``keras_nna_run``. Most users want :class:`keras_nna.runtime.Emulator`;
+:func:`nna_run` is the raw op::
 
     outputs, stats = nna_run(program_bytes, images_uint8_nhwc)
 """
@@ -75,7 +77,7 @@ def load_op_library():
     """Returns the loaded op module (``tf.load_op_library``), compiling it if needed.
 
     Returns:
-        The module whose ``nna_run`` function is the raw op.
+        The module whose ``keras_nna_run`` function is the raw op.
 
     Raises:
         RuntimeError: if the op is not built and cannot be compiled.
@@ -103,7 +105,7 @@ def load_op_library():
 
 
 def nna_run(program, images, mode="auto"):
-    """Runs the ``NnaRun`` op.
+    """Runs the ``KerasNna>Run`` op.
 
     Args:
         program: the program bytes (``bytes``) or a scalar ``tf.string`` tensor.
@@ -124,4 +126,4 @@ def nna_run(program, images, mode="auto"):
         raise ValueError(f"mode must be one of {MODES}. Received: mode={mode!r}")
     if isinstance(program, (bytearray, memoryview)):
         program = bytes(program)
-    return load_op_library().nna_run(program=program, images=images, mode=mode)
+    return load_op_library().keras_nna_run(program=program, images=images, mode=mode)

@@ -1,9 +1,11 @@
 // keras_nna bytecode (docs/bytecode.md, version 1): parsing and validation.
 //
-// ParseProgram() turns untrusted bytes into a typed, fully validated Program.
-// Kernels (kernels.h) only ever see a Program that ParseProgram() accepted:
-// shapes are consistent, constants decoded, and worst-case arithmetic bounds
-// proven to fit the accumulator chosen by the exporter.
+// ParseProgram() turns untrusted bytes into a typed, fully validated Program
+// (program_parse*.cc). Kernels (run_image.h) only ever see a Program that
+// ParseProgram() accepted: shapes are consistent, constants decoded, and
+// worst-case arithmetic bounds proven to fit the accumulator chosen by the
+// exporter. The bounds, and which integer type holds each index, are listed
+// in docs/bytecode.md ("Bounds the parser proves").
 #ifndef KERAS_NNA_RUNTIME_CC_PROGRAM_H_
 #define KERAS_NNA_RUNTIME_CC_PROGRAM_H_
 
@@ -42,6 +44,8 @@ enum StatIndex {
 // terabytes; a legitimate edge model is orders of magnitude smaller.
 constexpr int64_t kMaxTensorElements = int64_t{1} << 28;
 
+// Fields from `kind` to `w2` and the requantization are set by the parser;
+// the packed layouts (w_vnni .. rq_pad) by PrepareProgram() after validation.
 struct Layer {
   int kind = 0;
   int index = 0;
@@ -65,22 +69,23 @@ struct Layer {
   // out_c weights, SEPARABLE w2 per input channel. DEPTHWISE/SEPARABLE w:
   // 0/1 per (tap, channel) is w != 0 itself.
   std::vector<int32_t> row_nnz, row2_nnz;
-  // CONV/DENSE weights re-laid out for the VNNI dense kernel (simd.h); empty
-  // when unused.
+  // --- Packed layouts (PrepareProgram, prepare_avx512vnni.cc); empty when
+  // unused, which sends the layer to the portable kernels.
+  // CONV/DENSE weights re-laid out for the VNNI kernels; empty when unused.
   std::vector<int8_t> w_vnni;
   int64_t vnni_k4 = 0;
   // Byte offset of (tap, channel group) k = tap*G + g in the zero-padded input
-  // [in_h+pads][in_w+pads][4G] of the dense VNNI kernel (simd_dense.cc).
+  // [in_h+pads][in_w+pads][4G] of the dense VNNI kernel (< 2^28: int32).
   std::vector<int32_t> vnni_offs;
   // SEPARABLE with int32 accumulation and |depthwise acc| <= 32767: w2 as
   // int16 [out block of 16][channel pair][16 outputs][2 channels]; w as int32
   // [tap][channels padded to 16]. Empty when unused.
   std::vector<int16_t> w2_vnni;
   std::vector<int32_t> w_dw32, row2_nnz16;
-  uint64_t inner_max = 0;  // SEPARABLE: worst |depthwise acc|
+  uint64_t inner_max = 0;  // SEPARABLE: worst |depthwise acc| (set by the parser)
   // Synops of the dense kernels by table (conv kinds): an event at byte j of
   // input row y meets syn_tab[syn_ycls[y]*syn_row + j] non-zero weights (rows
-  // padded to 64 bytes). Empty when unused. syn_cpad: in_c padded to 16.
+  // padded to 64 bytes; synops_avx512vnni.cc). syn_cpad: in_c padded to 16.
   std::vector<int32_t> syn_tab;
   std::vector<uint8_t> syn_ycls;
   int64_t syn_row = 0;
@@ -88,9 +93,10 @@ struct Layer {
   int64_t syn_flush = 1;  // 64-byte steps between int32 lane flushes
   // Kinds 1-4, codes output: m, n + 2^(sh-1), sh as int64 [3][rq_pad] for
   // the AVX-512 requantization, channel o at o % rq_pad (tiled to 16 when
-  // out_c divides 16). Empty when unused.
+  // out_c divides 16).
   std::vector<int64_t> rq_v;
   int rq_pad = 0;
+  // --- Set by the parser.
   // Requantization, per output channel (kinds 1-4).
   std::vector<int32_t> rq_m;
   std::vector<int64_t> rq_n;

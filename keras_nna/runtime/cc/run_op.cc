@@ -1,6 +1,8 @@
-// TensorFlow op NnaRun: runs a keras_nna bytecode program on a batch of uint8
-// NHWC images, returning the program's float32 outputs and per-layer int64
-// statistics (docs/bytecode.md).
+// TensorFlow op KerasNna>Run (Python: keras_nna_run): runs a keras_nna
+// bytecode program on a batch of uint8 NHWC images, returning the program's
+// float32 outputs and per-layer int64 statistics (docs/bytecode.md). The op
+// name is namespaced ("Namespace>Name", TensorFlow's convention for custom
+// ops) so it cannot clash with another library's op.
 #include <cstring>
 #include <list>
 #include <memory>
@@ -8,8 +10,8 @@
 #include <string>
 #include <utility>
 
-#include "kernels.h"
 #include "program.h"
+#include "run_image.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -27,8 +29,9 @@ using ::tensorflow::tstring;
 namespace errors = ::tensorflow::errors;
 namespace shape_inference = ::tensorflow::shape_inference;
 
-// Parsed programs keyed by their exact bytes (most recent first), so repeated
-// calls with the same program (batch-1 inference loops) skip parsing.
+// Parsed and prepared programs keyed by their exact bytes (most recent
+// first), so repeated calls with the same program (batch-1 inference loops)
+// skip parsing.
 class ProgramCache {
  public:
   // Returns the parsed program, or nullptr with *error set.
@@ -46,6 +49,7 @@ class ProgramCache {
     if (!ParseProgram(reinterpret_cast<const uint8_t*>(data), size, program.get(), error)) {
       return nullptr;
     }
+    PrepareProgram(program.get());  // kernel layouts, only for a validated program
     std::lock_guard<std::mutex> lock(mu_);
     entries_.emplace_front(std::string(data, size), program);
     if (entries_.size() > kCapacity) entries_.pop_back();
@@ -77,7 +81,7 @@ ProgramCache& Cache() {
   const tstring& bytes = program->scalar<tstring>()();
   std::string error;
   auto p = Cache().Get(bytes.data(), bytes.size(), &error);
-  if (!p) return errors::InvalidArgument("NnaRun: invalid program: ", error);
+  if (!p) return errors::InvalidArgument("KerasNna>Run: invalid program: ", error);
   if (p->out_rank1) {
     c->set_output(0, c->MakeShape({n, p->out_c}));
   } else {
@@ -87,7 +91,7 @@ ProgramCache& Cache() {
   return ::tensorflow::OkStatus();
 }
 
-REGISTER_OP("NnaRun")
+REGISTER_OP("KerasNna>Run")
     .Input("program: string")
     .Input("images: uint8")
     .Attr("mode: {'auto', 'event', 'dense'} = 'auto'")
@@ -106,9 +110,9 @@ stats: int64 [N, n_layers, 6]: events_in, synops, dense_macs, weight_bytes,
   act_bytes_in, events_out.
 )doc");
 
-class NnaRunOp : public OpKernel {
+class RunOp : public OpKernel {
  public:
-  explicit NnaRunOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+  explicit RunOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     std::string mode;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("mode", &mode));
     mode_ = mode == "event" ? Mode::kEvent : mode == "dense" ? Mode::kDense : Mode::kAuto;
@@ -118,17 +122,17 @@ class NnaRunOp : public OpKernel {
     const Tensor& program_t = ctx->input(0);
     const Tensor& images = ctx->input(1);
     OP_REQUIRES(ctx, TensorShapeUtilsIsScalar(program_t.shape()),
-                errors::InvalidArgument("NnaRun: `program` must be a scalar string, got shape ",
+                errors::InvalidArgument("KerasNna>Run: `program` must be a scalar string, got shape ",
                                         program_t.shape().DebugString()));
     const tstring& bytes = program_t.scalar<tstring>()();
     std::string error;
     std::shared_ptr<const Program> p = Cache().Get(bytes.data(), bytes.size(), &error);
-    OP_REQUIRES(ctx, p != nullptr, errors::InvalidArgument("NnaRun: invalid program: ", error));
+    OP_REQUIRES(ctx, p != nullptr, errors::InvalidArgument("KerasNna>Run: invalid program: ", error));
     const TensorShape& s = images.shape();
     OP_REQUIRES(ctx,
                 s.dims() == 4 && s.dim_size(1) == p->in_h && s.dim_size(2) == p->in_w &&
                     s.dim_size(3) == p->in_c,
-                errors::InvalidArgument("NnaRun: images must be uint8 [N, ", p->in_h, ", ", p->in_w,
+                errors::InvalidArgument("KerasNna>Run: images must be uint8 [N, ", p->in_h, ", ", p->in_w,
                                         ", ", p->in_c, "] (NHWC, from the program header), got shape ",
                                         s.DebugString()));
     const int64_t n = s.dim_size(0);
@@ -138,7 +142,7 @@ class NnaRunOp : public OpKernel {
       const int lim = (1 << p->in_bits) - 1;
       for (int64_t k = 0; k < n * in_elems; ++k) {
         OP_REQUIRES(ctx, img[k] <= lim,
-                    errors::InvalidArgument("NnaRun: the program takes ", p->in_bits,
+                    errors::InvalidArgument("KerasNna>Run: the program takes ", p->in_bits,
                                             "-bit input codes (0-", lim, "), got ", int(img[k]),
                                             " at flat index ", k));
       }
@@ -175,7 +179,7 @@ class NnaRunOp : public OpKernel {
   Mode mode_ = Mode::kAuto;
 };
 
-REGISTER_KERNEL_BUILDER(Name("NnaRun").Device(::tensorflow::DEVICE_CPU), NnaRunOp);
+REGISTER_KERNEL_BUILDER(Name("KerasNna>Run").Device(::tensorflow::DEVICE_CPU), RunOp);
 
 }  // namespace
 }  // namespace keras_nna

@@ -1,0 +1,51 @@
+// AVX-512 VNNI kernels, compiled with per-function target attributes and
+// selected at run time (the library still loads on CPUs without them). Each
+// runs only on a layer whose packed layout PrepareProgram() built (non-empty
+// w_vnni / w_dw32 / w2_vnni / rq_v / syn_tab, see program.h).
+#ifndef KERAS_NNA_RUNTIME_CC_KERNELS_AVX512VNNI_H_
+#define KERAS_NNA_RUNTIME_CC_KERNELS_AVX512VNNI_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "program.h"
+
+namespace keras_nna {
+
+// True if this CPU has AVX-512 F/BW/DQ/VL/VNNI and KERAS_NNA_NO_SIMD is unset or 0
+// (cpu_features.cc; checked once).
+bool HaveVnni();
+
+// Packing after validation (prepare_avx512vnni.cc, synops_avx512vnni.cc).
+void PrepareLayerVnni(Layer* L);
+bool PrepareSynopsTable(Layer* L);  // false: no table (too many classes or bytes)
+
+// CONV or DENSE with int32 accumulation by u8 x s8 dot products on a
+// zero-padded copy of the input (`pad`, a work buffer): needs w_vnni
+// (conv_dense_avx512vnni.cc).
+void ConvDenseVnni(const Layer& L, const uint8_t* in, int32_t* acc, std::vector<uint8_t>* pad);
+
+// Event scatter of a CONV or DENSE layer with w_vnni: work is proportional to
+// the channel groups of 4 holding a non-zero input code (conv_event_avx512vnni.cc).
+void ConvEventVnni(const Layer& L, const uint8_t* in, int32_t* acc, int64_t* synops);
+
+// DEPTHWISE (int32, non-empty w_dw32) vectorised over channels; sets *synops
+// (dwconv_dense_avx512vnni.cc).
+void DepthwiseDenseVnni(const Layer& L, const uint8_t* in, int32_t* acc, std::vector<uint8_t>* pad,
+                        int64_t* synops);
+
+// SEPARABLE (int32, non-empty w2_vnni): depthwise over channels into int16,
+// pointwise by int16 pair dot products; sets *synops (both stages).
+void SeparableDenseVnni(const Layer& L, const uint8_t* in, int32_t* acc, std::vector<uint8_t>* pad,
+                        std::vector<int16_t>* dw16, int64_t* synops);
+
+// Requantization of int32 accumulators to codes (non-empty rq_v); returns
+// events_out (requantize_avx512vnni.cc).
+int64_t RequantizeVnni(const Layer& L, const int32_t* acc, uint8_t* codes);
+
+// Synops of a conv-kind layer from its table (non-empty syn_tab).
+int64_t TableSynops(const Layer& L, const uint8_t* in);
+
+}  // namespace keras_nna
+
+#endif  // KERAS_NNA_RUNTIME_CC_KERNELS_AVX512VNNI_H_

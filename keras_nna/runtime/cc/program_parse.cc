@@ -1,0 +1,214 @@
+// Parsing and validation of keras_nna bytecode (docs/bytecode.md): the
+// header, the chain of instructions and the fields every kind shares. Per-kind
+// geometry is in program_parse_geometry.cc, constants and arithmetic bounds in
+// program_parse_constants.cc.
+//
+// Every read is bounds-checked against the byte count; every offset and
+// length is combined in 64-bit arithmetic; worst-case arithmetic bounds are
+// computed in 128-bit. A rejected program yields a reason string. The parser
+// only validates and decodes: kernel-specific layouts are prepared afterwards
+// (PrepareProgram, run_image.h).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "program.h"
+#include "program_parse_internal.h"
+
+namespace keras_nna {
+
+using parse::Fail;
+using parse::U16;
+using parse::U32;
+
+namespace {
+
+constexpr size_t kHeaderSize = 32;
+constexpr size_t kInstrSize = 64;
+constexpr int kMaxLayers = 1024;
+
+// Header fields after magic, version, sizes and CRC: input shape, bits, scale.
+bool ParseInput(const uint8_t* data, Program* prog, const Fail& fail) {
+  prog->in_h = U16(data + 12);
+  prog->in_w = U16(data + 14);
+  prog->in_c = U16(data + 16);
+  prog->in_bits = data[18];
+  if (prog->in_h < 1 || prog->in_h > 4096) return fail("header.in_h: expected 1-4096, got ", prog->in_h);
+  if (prog->in_w < 1 || prog->in_w > 4096) return fail("header.in_w: expected 1-4096, got ", prog->in_w);
+  if (prog->in_c < 1 || prog->in_c > 8192) return fail("header.in_c: expected 1-8192, got ", prog->in_c);
+  if (prog->in_bits < 1 || prog->in_bits > 8) return fail("header.in_bits: expected 1-8, got ", prog->in_bits);
+  if (data[19] != 0) return fail("header.flags: expected 0, got ", int(data[19]));
+  std::memcpy(&prog->input_scale, data + 20, 4);
+  if (!(std::isfinite(prog->input_scale) && prog->input_scale > 0.f)) {
+    return fail("header.input_scale: expected a finite value > 0, got ", prog->input_scale);
+  }
+  if (U32(data + 24) != 0 || U32(data + 28) != 0) return fail("header.reserved (offsets 24-31): expected 0");
+  const int64_t in_elems = int64_t(prog->in_h) * prog->in_w * prog->in_c;
+  if (in_elems > kMaxTensorElements) {
+    return fail("header: input of ", in_elems, " elements exceeds this emulator's limit of ",
+                kMaxTensorElements);
+  }
+  return true;
+}
+
+// Fields every kind has: chaining with the previous layer (bits, shape, step),
+// raw output, acc_wide and reserved bytes. Fills *in with the rest.
+bool ParseCommon(const uint8_t* p, bool last, const Layer& prev, int prev_exp, Layer* L,
+                 parse::Instr* in, const Fail& fail) {
+  const bool weighted = L->kind <= kDense;
+  L->in_bits = p[1];
+  L->out_bits = p[2];
+  L->out_exp = int8_t(p[3]);
+  L->in_h = U16(p + 4); L->in_w = U16(p + 6); L->in_c = U16(p + 8);
+  L->out_h = U16(p + 10); L->out_w = U16(p + 12); L->out_c = U16(p + 14);
+  in->kh = p[16]; in->kw = p[17];
+  L->stride_h = p[18]; L->stride_w = p[19];
+  L->pad_top = p[20]; L->pad_left = p[21]; L->pad_bottom = p[22]; L->pad_right = p[23];
+  L->w_bits = p[24]; L->w2_bits = p[25];
+  in->w_enc = p[26]; in->w2_enc = p[27];
+  in->w_off = U32(p + 28); in->w_len = U32(p + 32);
+  in->w2_off = U32(p + 36); in->w2_len = U32(p + 40);
+  in->rq_off = U32(p + 44); in->rq_len = U32(p + 48);
+  in->pool_h = U16(p + 52); in->pool_w = U16(p + 54);
+  in->acc_wide = p[56];
+  if (L->in_bits != prev.out_bits) {
+    return fail("in_bits: expected ", prev.out_bits, " (previous layer's out_bits), got ", L->in_bits);
+  }
+  if (L->in_h != prev.out_h || L->in_w != prev.out_w || L->in_c != prev.out_c) {
+    return fail("input shape: expected ", prev.out_h, "x", prev.out_w, "x", prev.out_c,
+                " (previous output), got ", L->in_h, "x", L->in_w, "x", L->in_c);
+  }
+  L->raw = L->out_bits == 0;
+  if (L->raw) {
+    if (!last || !weighted) return fail("out_bits 0 (raw output) is only allowed on the last layer of kind 1-4");
+    if (L->out_exp != 0) return fail("out_exp: expected 0 for a raw output, got ", L->out_exp);
+  } else if (L->out_bits > 8) {
+    return fail("out_bits: expected 0-8, got ", L->out_bits);
+  }
+  if (!weighted) {
+    if (L->out_bits != L->in_bits) return fail("out_bits: expected ", L->in_bits, " (= in_bits), got ", L->out_bits);
+    if (L->index > 0 && L->out_exp != prev_exp) {
+      return fail("out_exp: expected ", prev_exp, " (previous step), got ", L->out_exp);
+    }
+  }
+  if (in->acc_wide > 1) return fail("acc_wide: expected 0 or 1, got ", in->acc_wide);
+  if (!weighted && in->acc_wide != 0) return fail("acc_wide: expected 0 for this kind, got ", in->acc_wide);
+  L->acc_wide = in->acc_wide == 1;
+  for (int k = 57; k < 64; ++k) {
+    if (p[k] != 0) return fail("reserved byte ", k, ": expected 0, got ", int(p[k]));
+  }
+  return true;
+}
+
+bool ParseLayer(const uint8_t* p, const parse::Pool& pool, int i, bool last, const Layer& prev,
+                int prev_exp, Layer* L, std::string* error) {
+  const Fail fail(error, "layer " + std::to_string(i) + " (" + KindName(p[0]) + "): ");
+  L->index = i;
+  L->kind = p[0];
+  if (L->kind < kConv || L->kind > kFlatten) return fail("kind: expected 1-7, got ", int(p[0]));
+  parse::Instr in;
+  if (!ParseCommon(p, last, prev, prev_exp, L, &in, fail)) return false;
+  bool ok = false;
+  switch (L->kind) {
+    case kConv: case kDepthwise: case kSeparable: ok = ParseConvGeometry(in, L, fail); break;
+    case kDense: ok = ParseDenseGeometry(in, L, fail); break;
+    case kMaxPool: case kAvgPool: ok = ParsePoolGeometry(in, L, fail); break;
+    default: ok = ParseFlattenGeometry(in, L, fail); break;
+  }
+  return ok && CheckSizeAndWork(L, fail) && ParseConstants(in, pool, L, fail);
+}
+
+// Magic, version, n_layers, total size and CRC. Sets *n_layers and *pool_size.
+bool ParseFraming(const uint8_t* data, size_t size, int* n_layers, uint64_t* pool_size,
+                  std::string* error) {
+  const Fail fail(error);
+  if (size < kHeaderSize + 4) {
+    return fail("program too short: ", size, " bytes, a valid program has at least ", kHeaderSize + 4,
+                " (header + CRC)");
+  }
+  if (std::memcmp(data, "NNAB", 4) != 0) {
+    return fail("bad magic: expected \"NNAB\" at offset 0 (is this a keras_nna program?)");
+  }
+  const uint16_t version = U16(data + 4);
+  if (version != 1) return fail("header.version: expected 1, got ", version);
+  *n_layers = U16(data + 6);
+  if (*n_layers < 1 || *n_layers > kMaxLayers) {
+    return fail("header.n_layers: expected 1-", kMaxLayers, ", got ", *n_layers);
+  }
+  *pool_size = U32(data + 8);
+  const uint64_t total = kHeaderSize + kInstrSize * uint64_t(*n_layers) + *pool_size + 4;
+  if (uint64_t(size) != total) {
+    return fail("program size: header (n_layers=", *n_layers, ", pool_size=", *pool_size,
+                ") implies ", total, " bytes, got ", size);
+  }
+  const uint32_t crc = U32(data + size - 4), got_crc = Crc32(data, size - 4);
+  if (crc != got_crc) {
+    std::ostringstream s;
+    s << std::hex << "CRC32 mismatch: stored 0x" << crc << ", computed 0x" << got_crc
+      << " (corrupted or truncated program)";
+    *error = s.str();
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+const char* KindName(int kind) {
+  static const char* names[] = {"?",     "CONV",    "DEPTHWISE", "SEPARABLE",
+                                "DENSE", "MAXPOOL", "AVGPOOL",   "FLATTEN"};
+  return (kind >= 1 && kind <= 7) ? names[kind] : names[0];
+}
+
+uint32_t Crc32(const uint8_t* data, size_t n) {
+  static uint32_t table[256];
+  static const bool init = [] {
+    for (uint32_t i = 0; i < 256; ++i) {
+      uint32_t c = i;
+      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+      table[i] = c;
+    }
+    return true;
+  }();
+  (void)init;
+  uint32_t c = 0xFFFFFFFFu;
+  for (size_t i = 0; i < n; ++i) c = table[(c ^ data[i]) & 0xFF] ^ (c >> 8);
+  return c ^ 0xFFFFFFFFu;
+}
+
+bool ParseProgram(const uint8_t* data, size_t size, Program* prog, std::string* error) {
+  int n_layers = 0;
+  uint64_t pool_size = 0;
+  if (!ParseFraming(data, size, &n_layers, &pool_size, error)) return false;
+  if (!ParseInput(data, prog, Fail(error))) return false;
+  const parse::Pool pool{data + kHeaderSize + kInstrSize * n_layers, pool_size};
+  Layer input;  // the image, seen as the output of a layer -1
+  input.out_h = prog->in_h;
+  input.out_w = prog->in_w;
+  input.out_c = prog->in_c;
+  input.out_bits = prog->in_bits;
+  const Layer* prev = &input;
+  int prev_exp = 0;  // unused for layer 0: the image's step is input_scale, not a power of two
+  prog->layers.assign(n_layers, Layer());
+  prog->max_elems = size_t(int64_t(prog->in_h) * prog->in_w * prog->in_c);
+  for (int i = 0; i < n_layers; ++i) {
+    Layer& L = prog->layers[i];
+    if (!ParseLayer(data + kHeaderSize + kInstrSize * i, pool, i, i == n_layers - 1, *prev, prev_exp,
+                    &L, error)) {
+      return false;
+    }
+    int64_t biggest = std::max(L.in_elems, L.out_elems);
+    if (L.kind == kSeparable) biggest = std::max<int64_t>(biggest, int64_t(L.out_h) * L.out_w * L.in_c);
+    prog->max_elems = std::max<size_t>(prog->max_elems, size_t(biggest));
+    prev = &L;
+    prev_exp = L.out_exp;
+  }
+  const Layer& last = prog->layers.back();
+  prog->out_h = last.out_h;
+  prog->out_w = last.out_w;
+  prog->out_c = last.out_c;
+  prog->out_rank1 = last.out_h == 1 && last.out_w == 1;
+  return true;
+}
+
+}  // namespace keras_nna

@@ -1,0 +1,145 @@
+// Per-image runner: picks a kernel per layer (mode, input density, CPU),
+// chains activations through the per-thread buffers and records statistics.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <type_traits>
+
+#include "kernels_avx512vnni.h"
+#include "kernels_scalar.h"
+#include "run_image.h"
+
+namespace keras_nna {
+namespace {
+
+// Auto mode: the event kernel runs when the fraction of non-zero inputs is
+// below a threshold per kernel family. Measured on a shared 2-core Zen4 (noisy;
+// AkidaNet 0.25 layers at ~45 % density, 1 thread):
+//   - scalar conv / pointwise / dense: the event kernel has the same inner loop
+//     as the dense one and skips zeros, so it is never slower: always event.
+//   - AVX-512 (int32 accumulation): the register-blocked dense kernels
+//     (conv_dense_avx512vnni.cc, dwconv_dense_avx512vnni.cc) run conv,
+//     separable and depthwise layers ~8-12x faster than the event kernels at
+//     ~45 % density; event cost is linear in the events, so it wins only below
+//     a few percent.
+constexpr double kAutoDensityScalar = 1.01;
+constexpr double kAutoDensityVnni = 0.04;
+constexpr double kAutoDensityDepthwise = 0.1;  // scalar depthwise / separable
+constexpr double kAutoDensityDepthwiseVnni = 0.03;
+
+bool UseEvent(Mode mode, double density, double threshold) {
+  if (mode != Mode::kAuto) return mode == Mode::kEvent;
+  return density < threshold;
+}
+
+// CONV or DENSE into acc; sets *synops.
+template <typename AccT>
+void RunConvOrDense(const Layer& L, const uint8_t* in, double density, Mode mode, Scratch* s,
+                    AccT* acc, int64_t* synops) {
+  const bool vnni = std::is_same<AccT, int32_t>::value && !L.w_vnni.empty();
+  int32_t* acc32 = reinterpret_cast<int32_t*>(acc);  // used only when AccT is int32_t
+  const bool conv = L.kind == kConv;
+  if (UseEvent(mode, density, vnni ? kAutoDensityVnni : kAutoDensityScalar)) {
+    if (vnni) ConvEventVnni(L, in, acc32, synops);
+    else if (conv) ConvEvent(L, in, acc, synops);
+    else PointwiseEvent(in, 1, L.in_c, L.out_c, L.w.data(), L.row_nnz, acc, synops);
+    return;
+  }
+  if (vnni) ConvDenseVnni(L, in, acc32, &s->pad);
+  else if (conv) ConvDense(L, in, acc);
+  else PointwiseDense(in, 1, L.in_c, L.out_c, L.w.data(), acc);
+  if (!conv) *synops = PointwiseSynops(in, 1, L.in_c, L.row_nnz);
+  else if (HaveVnni() && !L.syn_tab.empty()) *synops = TableSynops(L, in);
+  else *synops = ConvSynops(L, in);
+}
+
+// DEPTHWISE or SEPARABLE into acc; sets *synops (both stages).
+template <typename AccT>
+void RunDepthwise(const Layer& L, const uint8_t* in, double density, Mode mode, Scratch* s,
+                  AccT* acc, int64_t* synops) {
+  const bool sep = L.kind == kSeparable;
+  const bool vnni = std::is_same<AccT, int32_t>::value && (sep ? !L.w2_vnni.empty() : !L.w_dw32.empty());
+  const bool event = UseEvent(mode, density, vnni ? kAutoDensityDepthwiseVnni : kAutoDensityDepthwise);
+  if (!event && vnni) {
+    int32_t* acc32 = reinterpret_cast<int32_t*>(acc);
+    if (sep) SeparableDenseVnni(L, in, acc32, &s->pad, &s->dw16, synops);
+    else DepthwiseDenseVnni(L, in, acc32, &s->pad, synops);
+    return;
+  }
+  AccT* dw = sep ? reinterpret_cast<AccT*>(s->acc2.data()) : acc;
+  if (event) {
+    DepthwiseEvent(L, in, dw, synops);
+  } else {
+    DepthwiseDense(L, in, dw);
+    *synops = ConvSynops(L, in);
+  }
+  if (!sep) return;
+  const int64_t positions = int64_t(L.out_h) * L.out_w, n = positions * L.in_c;
+  int64_t nz = 0;
+  for (int64_t k = 0; k < n; ++k) nz += dw[k] != 0;
+  int64_t syn2 = 0;
+  if (UseEvent(mode, n ? double(nz) / double(n) : 0.0, kAutoDensityScalar)) {
+    PointwiseEvent(dw, positions, L.in_c, L.out_c, L.w2.data(), L.row2_nnz, acc, &syn2);
+  } else {
+    PointwiseDense(dw, positions, L.in_c, L.out_c, L.w2.data(), acc);
+    syn2 = PointwiseSynops(dw, positions, L.in_c, L.row2_nnz);
+  }
+  *synops += syn2;
+}
+
+template <typename AccT>
+int64_t RunWeighted(const Layer& L, const uint8_t* in, double density, Mode mode, Scratch* s,
+                    uint8_t* codes, float* raw, int64_t* synops) {
+  AccT* acc = reinterpret_cast<AccT*>(s->acc.data());
+  if (L.kind == kConv || L.kind == kDense) RunConvOrDense(L, in, density, mode, s, acc, synops);
+  else RunDepthwise(L, in, density, mode, s, acc, synops);
+  return Requantize(L, acc, codes, raw);
+}
+
+}  // namespace
+
+void RunImage(const Program& P, const uint8_t* image, Mode mode, float* out, int64_t* stats, Scratch* s) {
+  for (auto& a : s->act) if (a.size() < P.max_elems) a.resize(P.max_elems);
+  if (s->acc.size() < P.max_elems) s->acc.resize(P.max_elems);
+  if (s->acc2.size() < P.max_elems) s->acc2.resize(P.max_elems);
+  const uint8_t* cur = image;
+  const int n = int(P.layers.size());
+  int64_t events_out = 0;
+  for (int i = 0; i < n; ++i) {
+    const Layer& L = P.layers[i];
+    int64_t* st = stats + int64_t(i) * kNumStats;
+    uint8_t* dst = s->act[i & 1].data();
+    // The previous layer wrote codes and counted their non-zeros.
+    const int64_t ev = i == 0 ? CountNonZero(cur, L.in_elems) : events_out;
+    st[kEventsIn] = ev;
+    st[kDenseMacs] = L.dense_macs;
+    st[kWeightBytes] = L.weight_bytes;
+    st[kActBytesIn] = std::min((L.in_elems * L.in_bits + 7) / 8, (ev * (L.in_bits + 16) + 7) / 8);
+    const double density = L.in_elems ? double(ev) / double(L.in_elems) : 0.0;
+    float* raw = (L.raw && i == n - 1) ? out : nullptr;
+    int64_t syn = 0;
+    switch (L.kind) {
+      case kConv: case kDepthwise: case kSeparable: case kDense:
+        events_out = L.acc_wide ? RunWeighted<int64_t>(L, cur, density, mode, s, dst, raw, &syn)
+                                : RunWeighted<int32_t>(L, cur, density, mode, s, dst, raw, &syn);
+        break;
+      case kMaxPool: case kAvgPool:
+        events_out = Pool(L, cur, dst, &syn);
+        break;
+      default:  // kFlatten
+        std::memcpy(dst, cur, size_t(L.in_elems));
+        events_out = ev;
+        break;
+    }
+    st[kSynops] = syn;
+    st[kEventsOut] = events_out;
+    cur = dst;
+  }
+  const Layer& last = P.layers.back();
+  if (!last.raw) {
+    const double step = std::ldexp(1.0, -last.out_exp);  // q * step is exact in double
+    for (int64_t k = 0; k < last.out_elems; ++k) out[k] = float(double(cur[k]) * step);
+  }
+}
+
+}  // namespace keras_nna
