@@ -25,7 +25,7 @@ logits dense 4 None 108
 import keras
 import numpy as np
 
-from keras_nna.deploy import _as_images, _run_program, _zeros
+from keras_nna.deployment import _as_images, _run_program, _zeros
 from keras_nna.export import ExportError, export_model, read_program
 from keras_nna.models.summary import layer_macs
 from keras_nna.quantization import QuantizeWrapper

@@ -1,4 +1,4 @@
-"""Tests of keras_nna.deploy (deploy, events_per_image, model_weight_sparsity) and
+"""Tests of keras_nna.deployment (deploy, events_per_image, model_weight_sparsity) and
 keras_nna.model_summary.summary, held to the exported program and the emulator."""
 
 import json
@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_nna import deploy as deploy_lib
-from keras_nna.deploy import DeployResult, deploy, events_per_image, model_weight_sparsity
+from keras_nna import deployment as deploy_lib
+from keras_nna.deployment import DeployResult, deploy, events_per_image, model_weight_sparsity
 from keras_nna.export import ExportError, export_model, read_program
 from keras_nna.model_summary import summary
 from keras_nna.models import count_macs

@@ -22,7 +22,7 @@ of events per sample:
 events each accelerator instruction *receives* instead: the input pixels and the
 output of every instruction but the last, where ``MaxPooling2D`` and ``Flatten``
 are instructions too. For that number on a quantized model use
-:func:`keras_nna.deploy.events_per_image` (the emulator's count, measured in Keras).
+:func:`keras_nna.deployment.events_per_image` (the emulator's count, measured in Keras).
 
 Example:
 

@@ -1,5 +1,8 @@
 """Deploy a quantized model in one call, and see what it will cost before you do.
 
+(The module is `deployment`, not `deploy`, so that the package can export the
+function `keras_nna.deploy` without a submodule of the same name replacing it.)
+
 The end of the loop (export → emulate → check → cost) as library calls:
 
 - :func:`deploy` exports a quantized model, runs the program on the emulator op
