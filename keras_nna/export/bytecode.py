@@ -23,7 +23,7 @@ import struct
 
 import numpy as np
 
-from keras_nna.export.format import (  # noqa: F401  (MAX_LAYERS, MAGIC...: importable from here too)
+from keras_nna.export.format import (  # noqa: F401  (MAX_LAYERS...: importable from here too)
     CRC, HEADER, INSTR, KIND_NAMES, KINDS, MAGIC, MAX_LAYERS, POOL_RQ, POOLS, RQ_ENTRY, VERSION,
     WEIGHTED, BytecodeError, crc32, instruction, peek_header, program_bytes)
 from keras_nna.export.format import fail as _fail
@@ -172,7 +172,8 @@ def read_program(data):
     header = peek_header(data)
     if CRC.unpack_from(data, len(data) - CRC.size)[0] != crc32(data[:-CRC.size]):
         _fail("file", "CRC-32 mismatch (corrupted bytes)")
-    ih, iw, ic, ibits, iscale = header.in_h, header.in_w, header.in_c, header.in_bits, header.input_scale
+    ih, iw, ic, ibits = header.in_h, header.in_w, header.in_c, header.in_bits
+    iscale = header.input_scale
     if not (1 <= ih <= 4096 and 1 <= iw <= 4096 and 1 <= ic <= 8192):
         _fail("header", f"input shape {(ih, iw, ic)} outside limits")
     if not 1 <= ibits <= 8 or header.flags or header.reserved0 or header.reserved1:
@@ -246,7 +247,8 @@ def _parse_instr(f, i, pool, prev, last):
             _fail(where, "raw output must have out_exp 0")
     elif not 1 <= f.out_bits <= 8:
         _fail(where, f"out_bits {f.out_bits} outside 1..8")
-    if not weighted and (f.out_bits != f.in_bits or (prev_exp is not None and f.out_exp != prev_exp)):
+    if not weighted and (f.out_bits != f.in_bits
+                         or (prev_exp is not None and f.out_exp != prev_exp)):
         _fail(where, "pools and flatten keep the input's bits and step")
     check_shape, read_constants = _READERS[kind]
     check_shape(f, kind, where)
@@ -343,7 +345,8 @@ def _read_avgpool(rec, f, pool, where):
     if f.rq_len != POOL_RQ.size or f.rq_off + f.rq_len > len(pool):
         _fail(where, f"average-pool record must be {POOL_RQ.size} bytes inside the pool")
     m, s = POOL_RQ.unpack_from(pool, f.rq_off)
-    if not 1 <= s <= 40 or f.pool_h * f.pool_w * ((1 << f.in_bits) - 1) * m + (1 << (s - 1)) >= 1 << 62:
+    worst = f.pool_h * f.pool_w * ((1 << f.in_bits) - 1) * m
+    if not 1 <= s <= 40 or worst + (1 << (s - 1)) >= 1 << 62:
         _fail(where, f"average-pool multiplier {m} / shift {s} out of range")
     rec.m, rec.sh = np.array([m], np.int64), np.array([s], np.int64)
 

@@ -43,6 +43,8 @@ import math
 
 import numpy as np
 
+from keras_nna.export.format import STAT_NAMES
+
 __all__ = [
     "CostReport",
     "HardwareProfile",
@@ -277,16 +279,18 @@ def estimate_cost(program, stats, profile="nna-1core"):
     stats = np.asarray(stats)
     stats = stats[None] if stats.ndim == 2 else stats
     n_layers = len(program.layers)
-    if stats.ndim != 3 or stats.shape[1:] != (n_layers, 6) or stats.shape[0] < 1:
-        raise ValueError(f"Expected statistics of shape (N, {n_layers}, 6) for this "
+    width = len(STAT_NAMES)
+    if stats.ndim != 3 or stats.shape[1:] != (n_layers, width) or stats.shape[0] < 1:
+        raise ValueError(f"Expected statistics of shape (N, {n_layers}, {width}) for this "
                          f"{n_layers}-layer program, received {stats.shape}. Pass the "
                          "stats returned by run_with_stats / run_reference for this program.")
     mean = stats.astype(np.float64).mean(axis=0)
     pairs = [_dense_bytes(r.in_shape, r.in_bits) + _dense_bytes(r.out_shape, r.out_bits or 32)
              for r in program.layers]
-    resident = float(mean[:, 3].sum()) + max(pairs) <= p.sram_bytes
+    resident = float(mean[:, STAT_NAMES.index("weight_bytes")].sum()) + max(pairs) <= p.sram_bytes
     layers = []
     for i, rec in enumerate(program.layers):
+        # in the order of STAT_NAMES
         events_in, synops, macs, wbytes, act_in, events_out = (float(v) for v in mean[i])
         act_out = _act_bytes(rec.out_shape, rec.out_bits or 32, events_out)
         spill = pairs[i] > p.sram_bytes

@@ -227,24 +227,30 @@ class Emulator:
             ValueError: wrong rank/shape, non-numeric dtype, or values that are
                 not whole numbers in ``[0, 2**input_bits - 1]``.
         """
-        top = 2 ** self.input_bits - 1
-        fix = f"Convert with np.clip(np.round(x), 0, {top}).astype(np.uint8)."
         if tf.is_tensor(images) and not hasattr(images, "numpy"):  # symbolic
-            shape = images.shape
-            if shape.rank is not None and (shape.rank != 4 or not shape[1:].is_compatible_with(
-                    self.input_shape)):
-                raise shape_error(shape.as_list(), self.input_shape)
-            if images.dtype == tf.uint8 and top == 255:
-                return images
-            if not (images.dtype.is_integer or images.dtype.is_floating):
-                raise ValueError(f"Expected uint8 images. Received dtype {images.dtype.name}. {fix}")
-            x = tf.cast(images, tf.float64) if images.dtype.is_floating else tf.cast(images, tf.int64)
-            ok = tf.reduce_all((x >= 0) & (x <= top) & (tf.round(x) == x) if images.dtype.is_floating
-                               else (x >= 0) & (x <= top))
-            with tf.control_dependencies([tf.debugging.Assert(ok, [
-                    f"Expected whole-number pixel codes in [0, {top}]. {fix}"])]):
-                return tf.cast(x, tf.uint8)
+            return _symbolic_uint8(images, self.input_shape, self.input_bits)
         return tf.convert_to_tensor(check_images(images, self.input_shape, self.input_bits))
+
+
+def _symbolic_uint8(images, input_shape, input_bits):
+    """The graph-mode twin of `check_images`: static shape checks, run-time value checks."""
+    top = 2 ** input_bits - 1
+    fix = f"Convert with np.clip(np.round(x), 0, {top}).astype(np.uint8)."
+    shape, dtype = images.shape, images.dtype
+    if shape.rank is not None and (shape.rank != 4
+                                   or not shape[1:].is_compatible_with(input_shape)):
+        raise shape_error(shape.as_list(), input_shape)
+    if dtype == tf.uint8 and top == 255:
+        return images
+    if not (dtype.is_integer or dtype.is_floating):
+        raise ValueError(f"Expected uint8 images. Received dtype {dtype.name}. {fix}")
+    x = tf.cast(images, tf.float64 if dtype.is_floating else tf.int64)
+    ok = (x >= 0) & (x <= top)
+    if dtype.is_floating:
+        ok = ok & (tf.round(x) == x)
+    with tf.control_dependencies([tf.debugging.Assert(tf.reduce_all(ok), [
+            f"Expected whole-number pixel codes in [0, {top}]. {fix}"])]):
+        return tf.cast(x, tf.uint8)
 
 
 @keras.saving.register_keras_serializable(package="keras_nna")
