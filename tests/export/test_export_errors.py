@@ -13,6 +13,15 @@ def _float_conv():
     return keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
 
 
+def _quantized_then_upsampling():
+    """A layer quantize_model never produces, spliced after a quantized conv."""
+    inputs = keras.Input((4, 4, 1))
+    x = keras.layers.Conv2D(2, 3, activation="relu", padding="same", name="conv")(inputs)
+    qmodel = quantize_model(keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x))))
+    y = keras.layers.UpSampling2D(name="up")(qmodel.get_layer("conv").output)
+    return keras.Model(qmodel.inputs[0], keras.layers.Flatten()(y))
+
+
 def _two_inputs():
     a, b = keras.Input((4, 4, 1)), keras.Input((4, 4, 1))
     return keras.Model([a, b], keras.layers.Add()([a, b]))
@@ -39,6 +48,8 @@ CASES = [
     ("not-a-model", lambda: "model.keras", r"export_model expects a Keras 3 Model; received str"),
     ("float-model", _float_conv, r"Cannot export layer 'conv' \(Conv2D\): this layer has no "
                                  r"accelerator instruction.*quantize_model"),
+    ("unsupported-layer", _quantized_then_upsampling,
+     r"Cannot export layer 'up' \(UpSampling2D\): this layer has no accelerator instruction"),
     ("two-inputs", _two_inputs, r"one input and one output"),
     ("dynamic-shape", _dynamic_shape, r"fixed-size image \(H, W, C\); received \(None, None, 1\)"),
     ("raw-then-dense", _raw_then_dense, r"'after'.*follows a layer without quantized ReLU output"),
