@@ -14,8 +14,6 @@ step a mean-squared-error criterion would choose from the float ReLU outputs.
 import argparse
 import os
 
-import numpy as np
-
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tutorials"))
@@ -31,29 +29,15 @@ def main(argv=None):
     import keras
 
     import keras_nna  # noqa: F401 - registers the layers for load_model
-    from keras_nna import sparsity
-    from keras_nna.quantization import QuantizationPolicy, quantize_model
+    from keras_nna.calibration import activation_step_sweep, format_step_sweep
 
     _, _, xt, yt = common.fashion_mnist(False, limit_train=1, limit_test=10000)
     model = keras.models.load_model(args.model)
     common.log(f"float: accuracy {common.accuracy(model, xt, yt):.4f}")
-    relus = keras.Model(model.inputs, [model.get_layer(n).output
-                                       for n in sparsity.relu_layers(model)])
-    acts = np.concatenate([a.ravel() for a in relus.predict(xt[:args.images], verbose=0)])
-    rows = []
-    for amax in args.activation_max:
-        policy = QuantizationPolicy(activation_max=amax)
-        step = policy.resolve("any")["activation_step"]
-        top = policy.activation_top("any")
-        mse = float(np.mean((np.clip(np.floor(acts / step + 0.5) * step, 0, top) - acts) ** 2))
-        qmodel = quantize_model(model, policy)
-        events = common.events_per_image(qmodel, xt[:args.images])
-        rows.append((amax, step, common.accuracy(qmodel, xt, yt), events, mse))
-    print("| activation_max | step | accuracy (no QAT) | events | MSE of ReLU outputs |")
-    print("|---|---|---|---|---|")
-    for amax, step, acc, events, mse in rows:
-        print(f"| {amax} | {step} | {acc:.4f} | {events:,.0f} | {mse:.2e} |")
-    common.log(f"MSE would choose step {min(rows, key=lambda r: r[4])[1]}")
+    rows = activation_step_sweep(model, xt, yt, activation_max=args.activation_max,
+                                 max_images=args.images)
+    print(format_step_sweep(rows))
+    common.log(f"MSE would choose step {min(rows, key=lambda r: r['relu_mse'])['step']}")
     return rows
 
 
