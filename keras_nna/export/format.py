@@ -133,12 +133,39 @@ class BytecodeError(ValueError):
 
 
 def fail(where, msg):
-    """Raises `BytecodeError("Invalid program: {where}: {msg}")`."""
+    """Raises the reader's error for one field.
+
+    Args:
+        where: The part of the program (`"header"`, `"layer 3 (conv)"`, ...).
+        msg: What was received and what was expected.
+
+    Raises:
+        BytecodeError: `"Invalid program: {where}: {msg}"`, always.
+
+    Example:
+
+    >>> fail("header", "flags 1 received, expected 0")
+    Traceback (most recent call last):
+    ...
+    keras_nna.export.format.BytecodeError: Invalid program: header: flags 1 received, expected 0
+    """
     raise BytecodeError(f"Invalid program: {where}: {msg}")
 
 
 def crc32(data):
-    """CRC-32 (zlib) of `data`, as stored in the last four bytes."""
+    """CRC-32 (zlib polynomial) as stored in a program's last four bytes.
+
+    Args:
+        data: The bytes before the CRC.
+
+    Returns:
+        The unsigned 32-bit checksum.
+
+    Example:
+
+    >>> hex(crc32(b"NNAB"))
+    '0x513b0e20'
+    """
     return zlib.crc32(data) & 0xFFFFFFFF
 
 
@@ -186,7 +213,23 @@ def peek_header(data):
 
 
 def instruction(data, i):
-    """Returns instruction `i` of `data` as an `Instr` named tuple (unchecked)."""
+    """Reads one instruction without checking it.
+
+    Args:
+        data: `bytes`-like program whose header `peek_header` accepted.
+        i: Layer index, `0 <= i < n_layers`.
+
+    Returns:
+        An `Instr` named tuple with the fields `INSTR_FIELDS`.
+
+    Example:
+
+    >>> raw = INSTR.pack(5, 8, 8, 0, 2, 2, 1, 1, 1, 1, *[1] * 4, *[0] * 4, *[0] * 4, *[0] * 6,
+    ...                  2, 2, 0, bytes(7))
+    >>> f = instruction(bytes(HEADER.size) + raw, 0)
+    >>> KIND_NAMES[f.kind], (f.pool_h, f.pool_w), f.out_c
+    ('maxpool', (2, 2), 1)
+    """
     return Instr(*INSTR.unpack_from(data, HEADER.size + INSTR.size * i))
 
 

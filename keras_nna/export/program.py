@@ -220,12 +220,20 @@ class LayerStats(np.ndarray):
     events_out = _stat(5, "`[N, n_layers]` non-zero output codes.")
 
     def per_image(self):
-        """Totals over the layers: `{name: int64 [N]}` for a `[N, n_layers, 6]` array."""
+        """Totals over the layers, per image.
+
+        Returns:
+            `{name: int64 array [N]}` for each of `STAT_NAMES`.
+        """
         totals = np.asarray(self).sum(axis=-2)
         return {name: totals[..., i] for i, name in enumerate(STAT_NAMES)}
 
     def per_layer(self):
-        """Means over the images: `{name: float64 [n_layers]}`."""
+        """Means over the images, per layer.
+
+        Returns:
+            `{name: float64 array [n_layers]}` for each of `STAT_NAMES`.
+        """
         means = np.asarray(self, np.float64).reshape(-1, *self.shape[-2:]).mean(axis=0)
         return {name: means[:, i] for i, name in enumerate(STAT_NAMES)}
 
@@ -234,5 +242,8 @@ class LayerStats(np.ndarray):
 
         `summary()["events_in"]` is the mean number of events one image
         sends through the network (its input pixels included).
+
+        Returns:
+            `{name: float}` for each of `STAT_NAMES`.
         """
         return {name: float(np.mean(v)) for name, v in self.per_image().items()}

@@ -32,6 +32,13 @@ def check_images(program, images):
     One image `(H, W, C)` gets a batch axis. The rule is
     `keras_nna.export.images.check_images`.
 
+    Args:
+        program: The `Program` (its `input_shape` and `input_bits`).
+        images: Array-like `(N, H, W, C)` or `(H, W, C)`.
+
+    Returns:
+        A uint8 array `(N, H, W, C)`.
+
     Raises:
         ValueError: On a wrong rank/shape, or values that are not integers
             in [0, 2**input_bits - 1].

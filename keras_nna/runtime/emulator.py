@@ -74,6 +74,20 @@ class Emulator:
     Raises:
         tf.errors.InvalidArgumentError: if the program is invalid.
         ValueError: for an unknown ``mode``.
+        FileNotFoundError / IsADirectoryError: for a path that is not a file.
+        TypeError: for a ``program`` of another type.
+
+    Example:
+
+    >>> from keras_nna.export import LayerRecord, Program
+    >>> rec = LayerRecord(kind="dense", in_shape=(1, 1, 2), out_shape=(1, 1, 2), in_bits=8,
+    ...                   out_bits=0, w_bits=3, weights=np.array([[1, 2], [-3, 0]]),
+    ...                   m=np.array([1 << 14] * 2), n=np.array([0, 0]), sh=np.array([14, 14]))
+    >>> emu = Emulator(Program((1, 1, 2), 8, [rec]))
+    >>> emu.input_shape, emu.output_shape, emu.layer_kinds
+    ((1, 1, 2), (2,), ('dense',))
+    >>> emu(np.array([[[[3, 1]]]], np.uint8)).tolist()
+    [[0.0, 6.0]]
     """
 
     def __init__(self, program, mode="auto"):
@@ -278,7 +292,11 @@ class EmulatorLayer(keras.layers.Layer):
         kwargs.setdefault("trainable", False)
         super().__init__(**kwargs)
         if isinstance(program, str) and not os.path.exists(program):
-            program = base64.b64decode(program.encode("ascii"), validate=True)
+            try:
+                program = base64.b64decode(program.encode("ascii"), validate=True)
+            except (ValueError, UnicodeEncodeError):  # neither base64 nor a file: say so
+                program_bytes(program)
+                raise
         self.emulator = Emulator(program, mode=mode)
         self.mode = mode
         self.return_stats = bool(return_stats)

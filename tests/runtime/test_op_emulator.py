@@ -244,3 +244,5 @@ def test_program_path_errors(tmp_path):
         Emulator(str(tmp_path / "nope.nnab"))
     with pytest.raises(IsADirectoryError, match="is a directory"):
         Emulator(tmp_path)
+    with pytest.raises(FileNotFoundError, match="program file '.*nope.nnab' not found"):
+        EmulatorLayer(str(tmp_path / "nope.nnab"))  # neither a file nor base64
