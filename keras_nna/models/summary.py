@@ -28,7 +28,7 @@ first call.
 
 import keras
 
-from keras_nna.quantization.layer_kinds import WEIGHTED_KINDS, layer_kind, unwrap
+from keras_nna.quantization.layer_kinds import WEIGHTED_KINDS, iter_layers, layer_kind, unwrap
 
 __all__ = ["count_macs", "format_macs", "layer_macs", "macs_for_shapes", "macs_summary"]
 
@@ -100,14 +100,6 @@ def _single_layer_macs(layer):
     return macs_for_shapes(layer, layer.input.shape, layer.output.shape)
 
 
-def _walk(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _walk(layer)
-        else:
-            yield layer
-
-
 def layer_macs(model):
     """Returns the MACs of every counted layer of a model.
 
@@ -135,7 +127,7 @@ def layer_macs(model):
         raise TypeError(f"Expected a built `keras.Model`, received {type(model).__name__}. "
                         f"Wrap layers in `keras.Sequential([...])` or a functional model first.")
     out = {}
-    for layer in _walk(model):
+    for layer in iter_layers(model):
         macs = _single_layer_macs(layer)
         if macs is not None:
             out[layer.name] = int(macs)
@@ -207,7 +199,7 @@ def macs_summary(model):
     total           32
     """
     per_layer = layer_macs(model)
-    classes = {layer.name: type(layer).__name__ for layer in _walk(model)}
+    classes = {layer.name: type(layer).__name__ for layer in iter_layers(model)}
     total = sum(per_layer.values())
     rows = [(name, classes[name], f"{macs:,}", f"{100.0 * macs / max(total, 1):.1f}%")
             for name, macs in per_layer.items()]

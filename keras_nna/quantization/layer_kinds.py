@@ -50,6 +50,7 @@ __all__ = [
     "applies_relu",
     "is_relu",
     "is_relu_activation",
+    "iter_layers",
     "keras3_type_error",
     "layer_kind",
     "quantizable_kind",
@@ -226,6 +227,23 @@ def unwrap(layer):
     while isinstance(layer, _L.Wrapper):
         layer = layer.layer
     return layer
+
+
+def iter_layers(model):
+    """Yields the layers of `model` in order, descending into nested models.
+
+    Example:
+
+    >>> inner = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="b")], name="inner")
+    >>> outer = keras.Sequential([keras.Input((3,)), inner, keras.layers.Dense(1, name="c")])
+    >>> [layer.name for layer in iter_layers(outer)]
+    ['b', 'c']
+    """
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from iter_layers(layer)
+        else:
+            yield layer
 
 
 def quantizable_kind(layer):
