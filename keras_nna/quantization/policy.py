@@ -45,6 +45,14 @@ class QuantizationPolicy:
 
     Raises:
         ValueError: On a bit width outside its range or an unknown override key.
+
+    Example:
+
+    >>> policy = QuantizationPolicy(activation_bits=3, overrides={"fc": {"weight_bits": 8}})
+    >>> policy.resolve("fc")["weight_bits"], policy.resolve("conv")["activation_step"]
+    (8, 0.5)
+    >>> QuantizationPolicy.from_config(policy.get_config()).resolve("fc") == policy.resolve("fc")
+    True
     """
 
     def __init__(

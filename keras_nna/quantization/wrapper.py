@@ -106,6 +106,17 @@ class QuantizeWrapper(keras.layers.Wrapper):
             `dtype` other than float32 is passed, or Keras' own quantization
             (`model.quantize("int8")`) was applied to the layer. The wrapped
             layer refuses `Model.quantize` with a `ValueError`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> layer = QuantizeWrapper(keras.layers.Conv2D(2, 3), batch_norm=keras.layers.BatchNormalization(),
+    ...                         activation="relu", first_layer=True, input_scale=1 / 255)
+    >>> y = layer(np.full((1, 4, 4, 1), 200.0, "float32"), training=False)
+    >>> y.shape, layer.weight_bits, layer.activation_bits, layer.activation_step
+    (TensorShape([1, 2, 2, 2]), 8, 4, 0.25)
+    >>> layer.integer_summary()["kernel"].shape
+    (3, 3, 1, 2)
     """
 
     def __init__(

@@ -98,8 +98,12 @@ def _quantized_dense_model():
     return quantize_model(keras.Model(inputs, keras.layers.Dense(3, name="fc")(x)))
 
 
-def test_keras_model_quantize_is_refused_and_model_untouched():
+@pytest.mark.parametrize("reload", [False, True], ids=["fresh", "loaded"])
+def test_keras_model_quantize_is_refused_and_model_untouched(reload, tmp_path):
     qmodel = _quantized_dense_model()
+    if reload:
+        qmodel.save(tmp_path / "q.keras")
+        qmodel = keras.models.load_model(tmp_path / "q.keras")
     with pytest.raises(ValueError, match=r"Keras quantization mode 'int8' cannot be applied to the "
                                          r"layer inside QuantizeWrapper 'c0'.*quantize_model only"):
         qmodel.quantize("int8")
