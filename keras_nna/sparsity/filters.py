@@ -38,12 +38,12 @@ Example:
 import numpy as np
 import keras
 
-from keras_nna.quantization.layer_kinds import unwrap
+from keras_nna.quantization.layer_kinds import layer_kind, unwrap
 from keras_nna.quantization import is_quantize_wrapper
 from keras_nna.sparsity import masks as masks_lib
 from keras_nna.sparsity.pruning import PruneCallback, _check_choice
 from keras_nna.sparsity.schedules import check_sparsity
-from keras_nna.sparsity.surgery import channel_groups, _kind
+from keras_nna.sparsity.surgery import channel_groups
 
 __all__ = ["filter_scores", "prune_filters", "FilterPruneCallback", "CRITERIA"]
 
@@ -65,7 +65,7 @@ def _group_bn(model, group):
         return fused
     for m in group.members:
         layer = model.get_layer(m)
-        if _kind(layer) == "batchnorm":
+        if layer_kind(unwrap(layer)) == "batchnorm":
             return unwrap(layer)
     return None
 
@@ -163,7 +163,7 @@ def _group_variables(model, group):
         out += [(_var(fused, "gamma"), None), (_var(fused, "beta"), None)]
     for m in group.members:
         layer = model.get_layer(m)
-        kind = _kind(layer)
+        kind = layer_kind(unwrap(layer))
         if kind == "batchnorm":
             out += [(_var(layer, "gamma"), None), (_var(layer, "beta"), None)]
         elif kind == "depthwise":
