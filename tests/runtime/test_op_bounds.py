@@ -99,3 +99,18 @@ def test_tall_program_exercises_the_event_kernel(tall):
     ref_stats = tall[3][1]
     events, elems = ref_stats[0, -1, 0], (IN_H + N_POOLS * (WINDOW - 1)) * WIDE_C
     assert 0 < events / elems < 0.04
+
+
+def test_op_is_registered_under_its_namespace():
+    """The op is `KerasNna>Run` (TensorFlow's namespaced custom-op name), `keras_nna_run` in Python."""
+    import tensorflow as tf
+
+    from keras_nna.runtime import nna_run
+    from keras_nna.runtime.op import load_op_library
+
+    assert hasattr(load_op_library(), "keras_nna_run")
+    data = write_program(Program((1, 1, 1), 8, [LayerRecord(
+        kind="maxpool", in_shape=(1, 1, 1), out_shape=(1, 1, 1), in_bits=8, out_bits=8, pool=(1, 1))]))
+    graph = tf.function(lambda x: nna_run(data, x)).get_concrete_function(
+        tf.TensorSpec((1, 1, 1, 1), tf.uint8)).graph
+    assert "KerasNna>Run" in {op.type for op in graph.get_operations()}
