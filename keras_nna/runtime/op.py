@@ -81,6 +81,11 @@ def load_op_library():
 
     Raises:
         RuntimeError: if the op is not built and cannot be compiled.
+
+    Example:
+
+    >>> hasattr(load_op_library(), "keras_nna_run")
+    True
     """
     global _module
     with _lock:
@@ -121,6 +126,17 @@ def nna_run(program, images, mode="auto"):
         ValueError: for an unknown ``mode``.
         tf.errors.InvalidArgumentError: for an invalid program or images that do
             not match it.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_nna.export import LayerRecord, Program, write_program
+    >>> pool = LayerRecord(kind="maxpool", in_shape=(2, 2, 1), out_shape=(1, 1, 1), in_bits=8,
+    ...                    out_bits=8, pool=(2, 2), strides=(2, 2))
+    >>> data = write_program(Program((2, 2, 1), 8, [pool]))
+    >>> out, stats = nna_run(data, np.array([[[[1], [7]], [[0], [3]]]], np.uint8))
+    >>> out.numpy().tolist(), stats.numpy()[0, 0].tolist()
+    ([[7.0]], [3, 3, 0, 0, 4, 1])
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}. Received: mode={mode!r}")
