@@ -8,6 +8,9 @@ The loop, one subpackage per stage::
     distillation   Distiller (teacher → student)
     export/        export_model → Program → bytecode (docs/bytecode.md), numpy reference
     runtime/       Emulator (the compiled TF op), cost model and hardware profiles
+    deployment     deploy(): export → emulate → bit-exact check → cost, in one call
+    model_summary  summary(): per-layer bits, bytes, zero weights, MACs (and events, cost)
+    calibration    activation_step_sweep(): choose the activation step before QAT
     demo           the main job (`keras-nna demo`): train → quantize → export → emulate → report
 
 `import keras_nna` is cheap: it does not import TensorFlow or Keras. The names
@@ -40,6 +43,7 @@ except _metadata.PackageNotFoundError:  # running from a source tree
 __all__ = [
     "ActivityRegularizer",
     "AkidaNet",
+    "DeployResult",
     "Distiller",
     "Emulator",
     "EmulatorLayer",
@@ -51,15 +55,20 @@ __all__ = [
     "QuantizationPolicy",
     "QuantizeWrapper",
     "__version__",
+    "activation_step_sweep",
     "cost_report",
     "count_macs",
     "datasets",
+    "deploy",
     "estimate_cost",
+    "events_per_image",
     "export_model",
+    "model_weight_sparsity",
     "quantize_model",
     "read_program",
     "run_reference",
     "sparsity",
+    "summary",
 ]
 
 # Where each lazily imported public name lives (relative to this package).
@@ -76,7 +85,13 @@ _ATTRIBUTES = {
     "ProgressiveQuantization": "quantization",
     "QuantizationPolicy": "quantization",
     "QuantizeWrapper": "quantization",
+    "DeployResult": "deployment",
+    "activation_step_sweep": "calibration",
     "cost_report": "runtime",
+    "deploy": "deployment",
+    "events_per_image": "deployment",
+    "model_weight_sparsity": "deployment",
+    "summary": "model_summary",
     "count_macs": "models",
     "estimate_cost": "runtime",
     "export_model": "export",

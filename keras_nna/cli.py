@@ -49,7 +49,6 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
 
 import argparse  # noqa: E402
-import struct  # noqa: E402
 import sys  # noqa: E402
 
 __all__ = ["COMMANDS", "CliError", "main", "run"]
@@ -87,78 +86,77 @@ def _existing(path, what, flag=None):
     if not path:
         how = f"--{flag} PATH" if flag else f"a {what} path"
         raise CliError(f"missing {what}: expected {how}. {_USAGE}", 2)
-    if not os.path.isfile(path):
+    if os.path.isdir(path):
+        raise CliError(f"{what} '{path}' is a directory; expected a file inside it.")
+    if not os.path.exists(path):
         raise CliError(f"{what} '{path}' not found (expected an existing file). "
                        "Check the path and the working directory.")
+    if not os.path.isfile(path):
+        raise CliError(f"{what} '{path}' is not a regular file (a device, FIFO or socket); "
+                       "expected a file.")
     return path
 
 
-def _program_arg(args, command):
-    if len(args) != 1:
+def _program_arg(paths, command):
+    if len(paths) != 1:
         raise CliError(f"'{command}' expects exactly one program path, received "
-                       f"{len(args)}: {args}. Usage: keras-nna {command} PROGRAM.nnab ...", 2)
-    path = _existing(args[0], "program")
-    from keras_nna.export import BytecodeError, read_program  # numpy only, no TensorFlow
+                       f"{len(paths)}: {paths}. Usage: keras-nna {command} PROGRAM.nnab ...", 2)
+    path = _existing(paths[0], "program")
+    from keras_nna.export.bytecode import BytecodeError, load_program  # numpy only
 
-    with open(path, "rb") as f:
-        data = f.read()
     try:
-        return data, read_program(data)
-    except BytecodeError as err:
-        raise CliError(f"'{path}' is not a valid keras_nna program: {err}. Re-export it with "
-                       "keras-nna export (format: docs/bytecode.md).")
+        return load_program(path)
+    except (BytecodeError, ValueError) as err:
+        raise CliError(f"'{path}' is not a valid keras_nna program: {_first_line(err)}. "
+                       "Re-export it with keras-nna export (format: docs/bytecode.md).")
 
 
 def _load_images(path, program):
     import numpy as np
 
+    from keras_nna.export.images import check_images
+
     _existing(path, "input batch", "input")
     try:
         images = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as err:
-        raise CliError(f"cannot read '{path}' as a .npy array ({err}). Save the batch with "
-                       "np.save(path, images_uint8).")
-    if images.ndim == 3:
-        images = images[None]
-    h, w, c = program.input_shape
-    if images.ndim != 4 or tuple(images.shape[1:]) != (h, w, c):
-        raise CliError(f"input batch '{path}' has shape {images.shape}; expected "
-                       f"(N, {h}, {w}, {c}) uint8 images (or one ({h}, {w}, {c}) image). "
-                       "Resize the images to the program's input.")
-    if images.dtype != np.uint8:
-        whole = np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating)
-        if not whole or images.size and (not np.all(np.isfinite(images)) or np.any(
-                images != np.round(images)) or images.min() < 0 or images.max() > 255):
-            raise CliError(f"input batch '{path}' has dtype {images.dtype} with values that are "
-                           "not pixel codes 0..255; expected uint8. Convert with "
-                           "np.clip(np.round(x), 0, 255).astype(np.uint8).")
-        images = images.astype(np.uint8)
-    return images
+        raise CliError(f"cannot read '{path}' as a .npy array ({_first_line(err)}). Save the "
+                       "batch with np.save(path, images_uint8).")
+    try:
+        return check_images(images, program.input_shape, program.input_bits, allow_single=True,
+                            where=f"input batch '{path}': ")
+    except ValueError as err:
+        raise CliError(str(err))
 
 
-def _execute(data, images, executor):
+def _execute(program, images, executor):
     """Returns (outputs, stats, executor name)."""
-    if executor not in ("auto", "emulator", "reference"):
-        raise CliError(f"unknown --executor={executor!r}; expected auto, emulator or reference.", 2)
-    if executor != "reference":
-        try:
-            from keras_nna.runtime.op import load_op_library
+    from keras_nna.runtime.emulator import EXECUTORS, run_program
 
-            load_op_library()
-        except Exception as err:  # op not built: the reference gives identical results
-            if executor == "emulator":
-                raise CliError(f"the emulator op is unavailable ({_first_line(err)}). "
-                               "Build it (pip install --no-build-isolation .) or pass "
-                               "--executor=reference.")
-        else:
-            from keras_nna.runtime.emulator import Emulator
+    if executor not in EXECUTORS:
+        raise CliError(f"unknown --executor={executor!r}; expected one of "
+                       f"{', '.join(EXECUTORS)}.", 2)
+    try:
+        return run_program(program, images, executor=executor)
+    except RuntimeError as err:
+        raise CliError(_first_line(err))
 
-            outputs, stats = Emulator(data).run_with_stats(images)
-            return outputs, stats, "emulator"
-    from keras_nna.export import run_reference
 
-    outputs, stats = run_reference(data, images)
-    return outputs, stats, "reference"
+def _check_keras_archive(path):
+    """A .keras file is a zip archive: name a truncated/corrupt one (Keras says "File not found")."""
+    import zipfile
+
+    if not path.endswith(".keras"):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError) as err:
+        bad = str(err)
+    if bad:
+        raise CliError(f"cannot load Keras model '{path}': it is not a complete .keras archive "
+                       f"(zip check failed: {bad}); the file is truncated or corrupt. Save the "
+                       "model again with model.save('m.keras').")
 
 
 def _cmd_export(args):
@@ -170,11 +168,12 @@ def _cmd_export(args):
     import keras_nna.quantization  # noqa: F401  (registers the custom layers)
     from keras_nna.export import ExportError, export_model
 
+    _check_keras_archive(model_path)
     try:
         model = keras.models.load_model(model_path)
     except Exception as err:
-        raise CliError(f"cannot load Keras model '{model_path}': {_first_line(err)}. Expected a "
-                       "model saved with model.save('m.keras') after quantize_model.")
+        raise CliError(f"cannot load Keras model '{model_path}': {_first_line(err).rstrip('.')}. "
+                       "Expected a model saved with model.save('m.keras') after quantize_model.")
     try:
         program = export_model(model, args.out)
     except ExportError as err:
@@ -182,16 +181,6 @@ def _cmd_export(args):
     size = os.path.getsize(args.out)
     print(f"Wrote {args.out}: {size:,} bytes, {len(program.layers)} layers, input "
           f"{program.input_shape}, output {program.output_shape}.")
-
-
-def _encodings(data, n_layers):
-    out = []
-    for i in range(n_layers):
-        w_enc, w2_enc = struct.unpack_from("<BB", data, 32 + 64 * i + 26)
-        w_bits = data[32 + 64 * i + 24]
-        names = ["sparse" if e else "dense" for e in (w_enc, w2_enc)]
-        out.append("" if not w_bits else (names[0] if data[32 + 64 * i] != 3 else "/".join(names)))
-    return out
 
 
 def _fmt_table(headers, rows, right_from):
@@ -206,11 +195,14 @@ def _fmt_table(headers, rows, right_from):
 
 
 def _cmd_inspect(args):
-    data, program = _program_arg(args.program, "inspect")
     import numpy as np
 
+    from keras_nna.export.format import weight_encodings
+
+    program = _program_arg(args.program, "inspect")
+    data = program.to_bytes()
     rows = []
-    encodings = _encodings(data, len(program.layers))
+    encodings = weight_encodings(data)
     for i, rec in enumerate(program.layers):
         weights = [w for w in (rec.weights, rec.weights2) if w is not None]
         nnz = sum(int(np.count_nonzero(w)) for w in weights)
@@ -232,16 +224,17 @@ def _cmd_inspect(args):
 def _cmd_run(args):
     import numpy as np
 
-    data, program = _program_arg(args.program, "run")
+    program = _program_arg(args.program, "run")
     images = _load_images(args.input, program)
-    outputs, _, executor = _execute(data, images, args.executor)
+    outputs, _, executor = _execute(program, images, args.executor)
     print(f"Ran {len(images)} image(s) with the {executor}: outputs {outputs.shape} float32.")
     if 0 < len(images) <= 10:
         top = outputs.reshape(len(images), -1).argmax(axis=1)
         print("argmax: " + " ".join(str(int(k)) for k in top))
     if args.output:
-        np.save(args.output, outputs)
-        print(f"Wrote {args.output}.")
+        path = args.output if args.output.endswith(".npy") else args.output + ".npy"
+        np.save(path, outputs)  # np.save appends .npy: say the name it really wrote
+        print(f"Wrote {path}.")
 
 
 def _cmd_profile(args):
@@ -251,9 +244,9 @@ def _cmd_profile(args):
         profile = get_profile(args.profile)
     except ValueError as err:
         raise CliError(str(err), 2)
-    data, program = _program_arg(args.program, "profile")
+    program = _program_arg(args.program, "profile")
     images = _load_images(args.input, program)
-    _, stats, _ = _execute(data, images, args.executor)
+    _, stats, _ = _execute(program, images, args.executor)
     report = estimate_cost(program, stats, profile)
     print(report.table())
     if args.json:

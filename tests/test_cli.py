@@ -250,3 +250,63 @@ def test_subprocess_module_entry(files):
     assert bad.returncode == 1
     assert "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1].startswith("keras-nna: error: program")
+
+
+def _fifo(tmp_path):
+    path = tmp_path / "pipe.nnab"
+    os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize("make_path, fragment", [
+    (lambda d: d, "is a directory"),
+    (_fifo, "not a regular file"),
+    (lambda d: "/dev/zero", "not a regular file"),
+], ids=["directory", "fifo", "dev-zero"])
+def test_program_path_that_is_not_a_file(files, capsys, make_path, fragment):
+    """Was reported as "not found" (and a FIFO would block reading)."""
+    assert _main("inspect", make_path(files["dir"])) == 1
+    _one_error_line(capsys, fragment)
+
+
+def test_huge_foreign_file_rejected_from_its_header(files, capsys):
+    """A 3 GB non-program was read whole (13 s, 3.9 GB) before its header was rejected."""
+    big = files["dir"] / "huge.bin"
+    with open(big, "wb") as f:  # sparse: no disk used
+        f.write(b"GGUF" + bytes(60))
+        f.truncate(3 * 2**30)
+    assert _main("inspect", big) == 1
+    _one_error_line(capsys, "magic", "not a keras_nna program")
+    data = open(files["prog"], "rb").read()
+    padded = files["dir"] / "padded.nnab"
+    with open(padded, "wb") as f:  # a real header, then 3 GB it does not declare
+        f.write(data)
+        f.truncate(3 * 2**30)
+    assert _main("inspect", padded) == 1
+    _one_error_line(capsys, "truncated or padded")
+
+
+@pytest.mark.parametrize("name", ["adir", "out.npy"], ids=["no-suffix", "npy-suffix"])
+def test_run_output_message_names_the_file_written(files, capsys, name):
+    """`--output adir` wrote adir.npy but printed "Wrote adir."."""
+    out = files["dir"] / name
+    assert _main("run", files["prog"], "--input", files["batch"], "--output", out) == 0
+    written = str(out) if name.endswith(".npy") else str(out) + ".npy"
+    assert f"Wrote {written}." in capsys.readouterr().out
+    np.testing.assert_array_equal(np.load(written), run_reference(files["program"],
+                                                                  files["images"])[0])
+
+
+def test_truncated_keras_file_is_named(tmp_path, capsys):
+    """A truncated .keras got Keras' "File not found"."""
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Conv2D(2, 3, activation="relu"),
+                              keras.layers.Flatten(), keras.layers.Dense(2)])
+    from keras_nna.quantization import quantize_model
+
+    path = tmp_path / "q.keras"
+    quantize_model(model).save(path)
+    data = path.read_bytes()
+    truncated = tmp_path / "truncated.keras"
+    truncated.write_bytes(data[: len(data) // 2])
+    assert _main("export", "--model", truncated, "--out", tmp_path / "x.nnab") == 1
+    _one_error_line(capsys, "truncated or corrupt", "model.save")

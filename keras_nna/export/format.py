@@ -21,6 +21,7 @@ expected 1 (this reader supports version 1 only; re-export the model)
 
 import collections
 import os
+import stat
 import struct
 import zlib
 
@@ -265,6 +266,27 @@ def weight_encodings(data):
     return out
 
 
+def _read_program_file(path):
+    """Reads a program file, refusing non-files and foreign files before reading them whole."""
+    mode = os.stat(path).st_mode  # before open(): opening a FIFO would block
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"program path '{path}' is not a regular file (a device, FIFO or "
+                         "socket). Expected a bytecode file (.nnab) written by export_model.")
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(HEADER.size)
+        if len(head) == HEADER.size and size >= HEADER.size + CRC.size:
+            header = Header(*HEADER.unpack_from(head))
+            if header.magic != MAGIC:
+                fail("header", f"magic {header.magic!r} received, expected {MAGIC!r} "
+                               f"(not a keras_nna program: '{path}')")
+            total = HEADER.size + INSTR.size * header.n_layers + header.pool_size + CRC.size
+            if total != size:
+                fail("header", f"sizes imply {total} bytes, the file '{path}' has {size} "
+                               "(truncated or padded)")
+        return head + f.read()
+
+
 def program_bytes(program):
     """Returns the bytecode of a program given as bytes, a path or a `Program`.
 
@@ -282,6 +304,9 @@ def program_bytes(program):
     Raises:
         FileNotFoundError: If a path does not exist.
         IsADirectoryError: If a path is a directory.
+        ValueError: If a path is not a regular file (device, FIFO, socket).
+        BytecodeError: If a file's header shows it is not a program, or its
+            size disagrees with the header (checked before reading it whole).
         TypeError: For any other type.
 
     Example:
@@ -305,8 +330,7 @@ bytecode file (.nnab); check the path and the working directory.
             raise FileNotFoundError(f"program file '{path}' not found. Expected an existing "
                                     "bytecode file (.nnab); check the path and the working "
                                     "directory.")
-        with open(path, "rb") as f:
-            return f.read()
+        return _read_program_file(path)
     if hasattr(program, "to_bytes") and not isinstance(program, int):  # int.to_bytes exists
         return bytes(program.to_bytes())
     raise TypeError("program must be bytecode bytes, a path to a bytecode file, or an object "

@@ -15,10 +15,12 @@ from keras_nna import _lazy
 
 __all__ = [
     "CostReport",
+    "EXECUTORS",
     "Emulator",
     "EmulatorLayer",
     "HardwareProfile",
     "KIND_NAMES",
+    "LayerStats",
     "MODES",
     "PROFILES",
     "STAT_NAMES",
@@ -28,6 +30,7 @@ __all__ = [
     "load_op_library",
     "nna_run",
     "program_bytes",
+    "run_program",
 ]
 
 __getattr__, __dir__ = _lazy(__name__, {
@@ -42,6 +45,9 @@ __getattr__, __dir__ = _lazy(__name__, {
     "KIND_NAMES": "emulator",
     "STAT_NAMES": "emulator",
     "program_bytes": "emulator",
+    "run_program": "emulator",
+    "EXECUTORS": "emulator",
+    "LayerStats": "emulator",
     "MODES": "op",
     "load_op_library": "op",
     "nna_run": "op",
