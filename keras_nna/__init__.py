@@ -26,7 +26,7 @@ Example:
 
 >>> import keras_nna
 >>> sorted(keras_nna.__all__)[:3]
-['ActivityRegularizer', 'AkidaNet', 'Distiller']
+['ActivityRegularizer', 'AkidaNet', 'DeployResult']
 """
 
 import importlib
