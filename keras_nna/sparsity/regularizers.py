@@ -7,7 +7,7 @@ Activation sparsity
 works across layers of any size; Keras divides activity losses by the batch size and
 the regularizer returns sums over the batch):
 
-- ``l1 * mean(|x|)`` and ``l2 * mean(x²)`` (the poster's L1+L2 mix);
+- ``l1 * mean(|x|)`` and ``l2 * mean(x²)`` (an L1 + L2 mix);
 - ``hoyer * mean_over_samples(‖x‖₁² / ‖x‖₂² / n)``: the Hoyer-square ratio, a
   *scale-invariant* sparsity measure (Kurtz et al. 2020, Yang et al. 2020), between
   ``1/n`` (one non-zero) and ``1`` (all equal).
@@ -22,77 +22,16 @@ event costs the same wherever it is and the loss follows the total event count t
 accelerator sees — the per-element means alone under-weight the large early maps).
 Call it before ``compile``.
 
-Keep the sparse activations inside the quantized range: Hoyer makes the few
-surviving activations *larger*, and above the top of the 4-bit range (3.75 with
-keras_nna's default step 0.25) QAT clips them. With ``max_value`` the helper also caps
-each regularized ``keras.layers.ReLU`` at the top of that range (a float, or a
-:class:`keras_nna.quantization.QuantizationPolicy` for each layer's own range), so
-the float fine-tune already trains the network the accelerator will run. Measured
-(Fashion-MNIST 60k / 5k, AkidaNet 0.25 at 28×28, ``hoyer=1.2, l1=0.12`` with
-distillation, 5 fine-tune + 2 QAT epochs): uncapped, QAT lost 1.8 points (float 0.892
-→ 4-bit 0.875, 2,521 events per image); capped, 0.3 (0.892 → 0.889, 2,442 events).
-In a shorter run (20k images, 3 epochs) 3 % of the uncapped events were above 3.75
-(largest 12.9), against 0.15 % without the regularizer.
-
-During QAT the regularizer sees the *fake-quantized* output. A pre-activation in
-``(0, step/2)`` rounds to code 0, one small step away from becoming an event; its
-magnitude is therefore taken with gradient +1 at 0 (``tf.abs`` has 0 there), so
-the straight-through estimator keeps pushing it down instead of letting the task
-loss lift it into an event. Measured with the recipe above (60k / 10k test): QAT
-used to add 343 events per image to the fine-tuned float model's 2,099 (+16 %);
-with the fix it adds 176 to 2,117 (+8 %).
-
-Quantize a regularized network with a **finer activation step**. Hoyer leaves many
-activations just above zero and a few large ones, so most of the information sits in the
-lowest codes, where the default step 0.25 is coarse. With
-``QuantizationPolicy(activation_max=2.0)`` (4-bit step 1/8, range 0–1.875; pass the
-same policy as ``max_value`` so the float fine-tune is capped at its top) the 4-bit
-model keeps the float model's accuracy. Measured on that model (Fashion-MNIST 60k /
-10k, ``hoyer=1.2, l1=0.12``, distillation): quantized without QAT, step 1/8 gives
-0.833 against 0.794 with step 1/4 (an unregularized model goes the other way: 0.874
-against 0.887; ``tutorials/ptq_steps.py``); with QAT (5 fine-tune + 2 QAT epochs) 4-bit lost 0.15 points of the
-float model's accuracy (0.8892 → 0.8877, 2,558 events) where step 1/4 lost 0.6–1.7.
-A mean-squared-error choice of the step does not find this (it picks 1/4, the
-clipping error dominates), so choose it by accuracy.
-
-Measured here (sklearn digits 8×8, 1437 train / 360 test images, Rescaling(1/16) →
-[Conv2D(no bias) → BN(momentum 0.9) → ReLU] × 4 with 16, 32, 32 (stride 2), 64
-filters → GAP → Dense(10), Adam 3e-3, 30 epochs, batch 64, seed 0; "q-zeros" =
-fraction of ReLU outputs whose 4-bit code is 0 on the fixed grid step 0.25, range
-0–3.75, as keras_nna's QAT does; "events" = non-zero codes per test image; "q-acc" =
-test accuracy with every ReLU output quantized to that grid)::
-
-    regularizer          q-zeros  events/img  float acc  q-acc
-    none                 0.55     2063        0.992      0.989
-    l1=0.01              0.62     1752        0.986      0.989
-    l1=0.03              0.75     1132        0.992      0.992
-    l1=0.1               0.87      592        0.969      0.944
-    l2=0.1               0.80      938        0.983      0.978
-    hoyer=0.03           0.71     1322        0.994      0.994
-    hoyer=0.1            0.84      723        0.989      0.992
-    hoyer=0.3            0.92      389        0.986      0.981
-    l1=0.01, hoyer=0.1   0.87      614        0.986      0.983
-
-``pytest -m slow tests/sparsity/test_regularizers.py -k table -s`` re-runs five rows
-(none / l1=0.03 / l1=0.1 / hoyer=0.1 / hoyer=0.3 → q-zeros 0.553 / 0.761 / 0.881 /
-0.848 / 0.910, within ±0.02 of the table: the data order differs slightly).
-
-Findings: (1) L1 *does* move quantized events once its strength is expressed per
-element: ``keras.regularizers.L1(1e-5)`` summed over a 1024-element map is
-``l1≈0.01`` here and barely moves zeros (the 0.49 → 0.50 observation of
-shared/FACTS.md); ``l1=0.03`` cuts events by 45 % at no accuracy cost. (2) L1/L2
-work largely by shrinking BN gamma (mean |γ| 1.0 → 0.48 at ``l1=0.1``), which pushes
-activations under half a quantization step; that is slow (6 epochs: ``l1=0.05``
-moves q-zeros only 0.58 → 0.60, ``l1=0.2`` to 0.67) and costs quantized accuracy
-at high strength. (3) The scale-invariant Hoyer term cannot be satisfied by
-shrinking (γ stays ≈0.8–0.95), acts faster, and gives the best sparsity/accuracy
-trade-off at high sparsity (``hoyer=0.3``: 81 % fewer events, −0.8 pt quantized
-accuracy, vs ``l1=0.1``: 71 % fewer, −4.5 pt). Recommended start: ``hoyer=0.1``
-(optionally ``l1=0.01``), then tune on the event budget. For large cuts on a
-trained model, fine-tune with :class:`keras_nna.distillation.Distiller` and
-``max_value``, quantized with step 1/8: Fashion-MNIST AkidaNet 0.25, ``hoyer=1.4,
-l1=0.14``, 2.65× fewer emulator events for −1.48 points
-(``tutorials/eliminate_then_reduce.py``).
+Keep the sparse activations inside the quantized range with ``max_value`` (the helper
+then caps each regularized ``keras.layers.ReLU`` at the top of that range: a float, or a
+:class:`keras_nna.quantization.QuantizationPolicy` for each layer's own range), and
+quantize a regularized network with a finer activation step
+(``QuantizationPolicy(activation_max=2.0)``: 4-bit step 1/8), chosen by accuracy with
+:func:`keras_nna.calibration.activation_step_sweep`. During QAT the regularizer sees
+the fake-quantized output; its ``|x|`` has gradient +1 at 0 so activations that round
+to code 0 keep being pushed down. Recommended start: ``hoyer=0.1`` (optionally
+``l1=0.01``), then tune on the event budget. The measurements behind this advice
+(digits CNN table, Fashion-MNIST AkidaNet, caps, steps) are in ``docs/sparsity.md``.
 
 Weight sparsity
 ---------------
