@@ -35,11 +35,11 @@ __all__ = [
 
 __getattr__, __dir__ = _lazy(__name__, {
     "CostReport": "cost",
-    "HardwareProfile": "cost",
-    "PROFILES": "cost",
+    "HardwareProfile": "profiles",
+    "PROFILES": "profiles",
     "cost_report": "cost",
     "estimate_cost": "cost",
-    "get_profile": "cost",
+    "get_profile": "profiles",
     "Emulator": "emulator",
     "EmulatorLayer": "emulator",
     "KIND_NAMES": "emulator",

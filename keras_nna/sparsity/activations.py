@@ -38,7 +38,13 @@ import numpy as np
 import keras
 import tensorflow as tf
 
-from keras_nna.sparsity.masks import iter_layers, training_target
+from keras_nna.quantization.layer_kinds import iter_layers
+from keras_nna.quantization.pooling import (
+    QuantizedAveragePooling2D,
+    QuantizedGlobalAveragePooling2D,
+)
+from keras_nna.quantization.wrapper import is_quantize_wrapper
+from keras_nna.sparsity.masks import training_target
 from keras_nna.sparsity.regularizers import relu_layers
 
 __all__ = ["measure_activation_sparsity", "ActivationSparsityCallback", "quantize_codes"]
@@ -71,8 +77,8 @@ def quantize_codes(x, step, bits=4):
 
 
 def _measured_layers(model):
-    quantized = [l.name for l in iter_layers(model) if "Quantize" in type(l).__name__
-                 and "Input" not in type(l).__name__]
+    quantized = [l.name for l in iter_layers(model) if is_quantize_wrapper(l)
+                 or isinstance(l, (QuantizedAveragePooling2D, QuantizedGlobalAveragePooling2D))]
     if quantized:
         return quantized, True
     return relu_layers(model), False

@@ -40,6 +40,8 @@ import numpy as np
 import keras
 import tensorflow as tf
 
+from keras_nna.quantization.layer_kinds import iter_layers, unwrap
+
 __all__ = ["PrunableWeight", "find_prunable_weights", "mask_from_zeros", "weight_sparsity",
            "attach_mask", "detach_masks", "training_target"]
 
@@ -75,16 +77,9 @@ class PrunableWeight:
         return f"{self.layer_name}/{self.key}"
 
 
-def inner_layer(layer):
-    """Returns the float layer behind `layer` (unwraps `keras.layers.Wrapper`s)."""
-    while isinstance(layer, keras.layers.Wrapper):
-        layer = layer.layer
-    return layer
-
-
 def layer_weight(layer, key):
     """Returns the variable named `key` of `layer` (or of its inner layer), or None."""
-    for candidate in (layer, inner_layer(layer)):
+    for candidate in (layer, unwrap(layer)):
         for v in candidate.weights:
             if v.name == key:
                 return v
@@ -103,15 +98,6 @@ def training_target(model):
     """
     student = getattr(model, "student", None)
     return student if isinstance(student, keras.Model) else model
-
-
-def iter_layers(model):
-    """Yields the layers of `model` in order, descending into nested models."""
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from iter_layers(layer)
-        else:
-            yield layer
 
 
 def find_prunable_weights(model, layers=None, exclude_first=False):
@@ -143,7 +129,7 @@ def find_prunable_weights(model, layers=None, exclude_first=False):
                          "create it with `keras.Input`.")
     found = []
     for layer in iter_layers(model):
-        inner = inner_layer(layer)
+        inner = unwrap(layer)
         for key in _KERNEL_KEYS.get(type(inner).__name__, ()):
             var = layer_weight(inner, key)
             if var is not None:

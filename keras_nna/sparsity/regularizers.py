@@ -54,9 +54,9 @@ import keras
 import tensorflow as tf
 
 from keras_nna.quantization import QuantizationPolicy, is_quantize_wrapper
-from keras_nna.quantization.layer_kinds import applies_relu, layer_kind, unwrap
+from keras_nna.quantization.layer_kinds import applies_relu, iter_layers, layer_kind, unwrap
 from keras_nna.sparsity.graph import event_fan_out, layer_graph, layer_macs
-from keras_nna.sparsity.masks import iter_layers, layer_weight
+from keras_nna.sparsity.masks import layer_weight
 
 __all__ = ["ActivityRegularizer", "add_activity_regularization", "add_weight_regularization",
            "add_gamma_regularization", "relu_layers"]
