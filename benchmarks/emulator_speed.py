@@ -34,6 +34,36 @@ def _median_seconds(fn, repeats):
     return statistics.median(times)
 
 
+def _tflite_int8(model, x, one):
+    """Converts the float model to TFLite int8 (XNNPACK, 1 thread); returns (bytes, median s)."""
+    import numpy as np
+    import tensorflow as tf
+
+    def representative():
+        for i in range(min(len(x), 100)):
+            yield [x[i: i + 1].astype("float32")]
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = representative
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    tflite_model = conv.convert()
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        Interpreter = tf.lite.Interpreter
+    interp = Interpreter(model_content=tflite_model, num_threads=1)
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]
+    sample = one.astype(inp["dtype"]) if inp["dtype"] != np.float32 else one.astype("float32")
+
+    def tflite_run():
+        interp.set_tensor(inp["index"], sample)
+        interp.invoke()
+
+    return tflite_model, _median_seconds(tflite_run, FLAGS.repeats * 4)
+
+
 def main(argv):
     del argv
     import tensorflow as tf
@@ -76,29 +106,7 @@ def main(argv):
         rows[mode] = {"batch1_images_per_s": 1 / t1, "batch64_images_per_s": 64 / t64,
                       "batch1_ms": 1e3 * t1}
 
-    def representative():
-        for i in range(min(len(x), 100)):
-            yield [x[i: i + 1].astype("float32")]
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = representative
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    tflite_model = conv.convert()
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        Interpreter = tf.lite.Interpreter
-    interp = Interpreter(model_content=tflite_model, num_threads=1)
-    interp.allocate_tensors()
-    inp = interp.get_input_details()[0]
-    sample = one.astype(inp["dtype"]) if inp["dtype"] != np.float32 else one.astype("float32")
-
-    def tflite_run():
-        interp.set_tensor(inp["index"], sample)
-        interp.invoke()
-
-    t_tfl = _median_seconds(tflite_run, FLAGS.repeats * 4)
+    tflite_model, t_tfl = _tflite_int8(model, x, one)
     result = {
         "model": "AkidaNet alpha=0.25 96x96x3 classes=2 (4-bit, 8-bit first layer)",
         "program_bytes": len(data),

@@ -73,7 +73,7 @@ def _wrap_regularizers(model):
             layer.activity_regularizer = cls(reg.l1, reg.l2, reg.hoyer)
 
 
-def main(argv=None):
+def main(argv=None):  # long: a research harness, one flat list of flags and steps
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--float_model", required=True, help="the tutorial's saved float model")
     p.add_argument("--name", default="try")

@@ -31,10 +31,11 @@ To feed an image classifier that expects e.g. 96×96 RGB (such as
 datasets.
 """
 
-import gzip
 import os
 
 import numpy as np
+
+from keras_nna.idx import read_idx, write_idx
 
 __all__ = [
     "FASHION_MNIST_DIR",
@@ -59,7 +60,6 @@ _FASHION_FILES = {
     "y_test": "t10k-labels-idx1-ubyte",
 }
 # IDX type code -> big-endian numpy dtype.
-_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 def _check_fraction(name, value):
@@ -143,104 +143,6 @@ def load_faces(test_size=0.25, seed=0):
     return _split(x, y, test_size, seed)
 
 
-def write_idx(path, array):
-    """Writes an array as an IDX file (gzipped when `path` ends in `.gz`).
-
-    Args:
-        path: File to write.
-        array: Array of dtype uint8, int8, int16, int32, float32 or float64.
-
-    Raises:
-        ValueError: If the dtype has no IDX type code.
-
-    Example:
-
-    >>> import os, tempfile
-    >>> path = os.path.join(tempfile.mkdtemp(), "labels-idx1-ubyte.gz")
-    >>> write_idx(path, np.array([3, 1, 4], np.uint8))
-    >>> read_idx(path)
-    array([3, 1, 4], dtype=uint8)
-    """
-    array = np.asarray(array)
-    codes = {np.dtype(v).newbyteorder("="): k for k, v in _IDX_DTYPES.items()}
-    code = codes.get(array.dtype.newbyteorder("="))
-    if code is None:
-        raise ValueError(f"IDX files hold uint8, int8, int16, int32, float32 or float64 data, "
-                         f"received dtype {array.dtype}. Cast the array first, e.g. "
-                         f"`array.astype(np.uint8)`.")
-    header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "wb") as f:
-        f.write(header + array.astype(_IDX_DTYPES[code]).tobytes())
-
-
-def _read_exact(f, n, path, what):
-    data = f.read(n)
-    if len(data) != n:
-        raise ValueError(f"Corrupt IDX file {path}: expected {n} bytes of {what}, received "
-                         f"{len(data)} (the file is truncated). Re-download or reinstall it, "
-                         f"e.g. `apt-get install --reinstall dataset-fashion-mnist`.")
-    return data
-
-
-def read_idx(path, limit=None):
-    """Reads an IDX file (the MNIST format), gzipped or not.
-
-    The header is validated: two zero bytes, a known type code, then one
-    big-endian uint32 per dimension. With `limit`, only the first `limit` items
-    (along the first axis) are read, which is fast even on large gzip files.
-
-    Args:
-        path: The `.gz` or raw IDX file.
-        limit: Read at most this many items. Defaults to `None` (all).
-
-    Returns:
-        A numpy array with the file's shape and native-endian dtype.
-
-    Raises:
-        ValueError: If the magic number or the data length is wrong.
-        FileNotFoundError: If `path` does not exist.
-
-    Example:
-
-    >>> import os, tempfile
-    >>> path = os.path.join(tempfile.mkdtemp(), "images-idx3-ubyte.gz")
-    >>> write_idx(path, np.arange(24, dtype=np.uint8).reshape(3, 2, 4))
-    >>> read_idx(path, limit=1)
-    array([[[0, 1, 2, 3],
-            [4, 5, 6, 7]]], dtype=uint8)
-    """
-    path = os.fspath(path)
-    with open(path, "rb") as raw:
-        gzipped = raw.read(2) == b"\x1f\x8b"
-    opener = gzip.open if gzipped else open
-    with opener(path, "rb") as f:
-        try:
-            magic = _read_exact(f, 4, path, "magic number")
-        except (OSError, EOFError) as e:
-            raise ValueError(f"Cannot decompress {path}: {e}. Expected a valid gzip file; "
-                             f"re-download or reinstall it.") from e
-        if magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES or magic[3] == 0:
-            raise ValueError(f"Corrupt IDX file {path}: expected a magic number 00 00 <type "
-                             f"code in {sorted(_IDX_DTYPES)}> <ndim ≥ 1>, received bytes "
-                             f"{magic.hex(' ')}. Re-download or reinstall the file.")
-        dtype = np.dtype(_IDX_DTYPES[magic[2]])
-        shape = list(np.frombuffer(_read_exact(f, 4 * magic[3], path, "dimensions"), ">u4"))
-        shape = [int(d) for d in shape]
-        if limit is not None:
-            if not isinstance(limit, (int, np.integer)) or limit < 0:
-                raise ValueError(f"`limit` must be a non-negative int or None, received "
-                                 f"{limit!r}.")
-            shape[0] = min(shape[0], int(limit))
-        count = int(np.prod(shape, dtype=np.int64))
-        try:
-            data = _read_exact(f, count * dtype.itemsize, path, f"data of shape {tuple(shape)}")
-        except (OSError, EOFError) as e:
-            raise ValueError(f"Cannot decompress {path}: {e}. Expected a valid gzip file; "
-                             f"re-download or reinstall it.") from e
-    return np.frombuffer(data, dtype).reshape(shape).astype(dtype.newbyteorder("="))
-
-
 def _find_idx(directory, stem):
     for name in (stem + ".gz", stem):
         candidate = os.path.join(directory, name)
@@ -305,46 +207,52 @@ def load_fashion_mnist(path=None, limit_train=None, limit_test=None, allow_downl
     """
     _check_limit("limit_train", limit_train)
     _check_limit("limit_test", limit_test)
-    directory = path or os.environ.get(_FASHION_ENV) or FASHION_MNIST_DIR
-    directory = os.fspath(directory)
+    directory = os.fspath(path or os.environ.get(_FASHION_ENV) or FASHION_MNIST_DIR)
     if os.path.isdir(directory):
-        limits = {"train": limit_train, "test": limit_test}
-        out = {}
-        for key, stem in _FASHION_FILES.items():
-            out[key] = read_idx(_find_idx(directory, stem), limit=limits[key[2:]])
-        for split in ("train", "test"):
-            x, y = out["x_" + split], out["y_" + split]
-            if x.ndim != 3 or x.dtype != np.uint8 or x.shape[1:] != (28, 28):
-                raise ValueError(f"Corrupt Fashion-MNIST {split} images in {directory}: expected "
-                                 f"uint8 of shape (n, 28, 28), received {x.dtype} {x.shape}. "
-                                 f"Reinstall `dataset-fashion-mnist`.")
-            if y.ndim != 1 or len(y) != len(x):
-                raise ValueError(f"Fashion-MNIST {split} labels in {directory} do not match the "
-                                 f"images: expected shape ({len(x)},), received {y.shape}. "
-                                 f"Reinstall `dataset-fashion-mnist`.")
-        (x_train, y_train), (x_test, y_test) = ((out["x_train"], out["y_train"]),
-                                                (out["x_test"], out["y_test"]))
+        (x_train, y_train), (x_test, y_test) = _fashion_mnist_from_folder(
+            directory, limit_train, limit_test)
     else:
-        if not allow_download:
-            raise FileNotFoundError(
-                f"Fashion-MNIST folder {directory} does not exist and `allow_download=False`. "
-                f"Install it with `apt-get install dataset-fashion-mnist`, or pass `path=` / "
-                f"set ${_FASHION_ENV} to a folder with the IDX files.")
-        try:
-            import keras
-
-            (x_train, y_train), (x_test, y_test) = keras.datasets.fashion_mnist.load_data()
-        except Exception as e:  # noqa: BLE001 - any failure means "no second route".
-            raise FileNotFoundError(
-                f"Fashion-MNIST is unavailable: expected the IDX files in {directory} "
-                f"(install with `apt-get install dataset-fashion-mnist`, or pass `path=` / set "
-                f"${_FASHION_ENV}), or a working `keras.datasets.fashion_mnist.load_data()` "
-                f"(needs the network once), but the folder is missing and keras.datasets "
-                f"failed with {type(e).__name__}: {e}") from e
+        (x_train, y_train), (x_test, y_test) = _fashion_mnist_from_keras(directory, allow_download)
         x_train, y_train = x_train[:limit_train], y_train[:limit_train]
         x_test, y_test = x_test[:limit_test], y_test[:limit_test]
     return ((np.asarray(x_train, np.uint8)[..., None], np.asarray(y_train, np.int32)),
             (np.asarray(x_test, np.uint8)[..., None], np.asarray(y_test, np.int32)))
+
+
+def _fashion_mnist_from_folder(directory, limit_train, limit_test):
+    limits = {"train": limit_train, "test": limit_test}
+    out = {key: read_idx(_find_idx(directory, stem), limit=limits[key[2:]])
+           for key, stem in _FASHION_FILES.items()}
+    for split in ("train", "test"):
+        x, y = out["x_" + split], out["y_" + split]
+        if x.ndim != 3 or x.dtype != np.uint8 or x.shape[1:] != (28, 28):
+            raise ValueError(f"Corrupt Fashion-MNIST {split} images in {directory}: expected "
+                             f"uint8 of shape (n, 28, 28), received {x.dtype} {x.shape}. "
+                             f"Reinstall `dataset-fashion-mnist`.")
+        if y.ndim != 1 or len(y) != len(x):
+            raise ValueError(f"Fashion-MNIST {split} labels in {directory} do not match the "
+                             f"images: expected shape ({len(x)},), received {y.shape}. "
+                             f"Reinstall `dataset-fashion-mnist`.")
+    return (out["x_train"], out["y_train"]), (out["x_test"], out["y_test"])
+
+
+def _fashion_mnist_from_keras(directory, allow_download):
+    if not allow_download:
+        raise FileNotFoundError(
+            f"Fashion-MNIST folder {directory} does not exist and `allow_download=False`. "
+            f"Install it with `apt-get install dataset-fashion-mnist`, or pass `path=` / "
+            f"set ${_FASHION_ENV} to a folder with the IDX files.")
+    try:
+        import keras
+
+        return keras.datasets.fashion_mnist.load_data()
+    except Exception as e:  # noqa: BLE001 - any failure means "no second route".
+        raise FileNotFoundError(
+            f"Fashion-MNIST is unavailable: expected the IDX files in {directory} "
+            f"(install with `apt-get install dataset-fashion-mnist`, or pass `path=` / set "
+            f"${_FASHION_ENV}), or a working `keras.datasets.fashion_mnist.load_data()` "
+            f"(needs the network once), but the folder is missing and keras.datasets "
+            f"failed with {type(e).__name__}: {e}") from e
 
 
 def _check_images(x, fn):

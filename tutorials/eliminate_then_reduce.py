@@ -225,7 +225,7 @@ def _weight_sparsity(model):
     return zeros / max(total, 1)
 
 
-def main(argv=None):
+def _parser():
     parser = argparse.ArgumentParser(description="Eliminate then reduce: fewer events per inference")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out_dir", default=os.path.join("reports", "eliminate_then_reduce"))
@@ -266,19 +266,11 @@ def main(argv=None):
     parser.add_argument("--stages", default=None,
                         help="comma-separated subset, e.g. 'regularizer+kd,both+kd' (the baseline "
                              "always runs first)")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.epochs = args.ft_epochs = args.qat_epochs = 1
-        args.deploy_images = 64
-    os.makedirs(args.out_dir, exist_ok=True)
-    start = time.time()
-    x, y, xt, yt = _data(args)
-    base_path = _train_float(args.alpha, "float_model", (x, y, xt, yt), args)
-    teacher_path = base_path
-    if args.teacher_alpha and args.teacher_alpha != args.alpha:
-        # A wider float network teaches better than the student's own float model
-        # (measured: see "How the recipe was chosen" above).
-        teacher_path = _train_float(args.teacher_alpha, "teacher_model", (x, y, xt, yt), args)
+    return parser
+
+
+def _select_stages(args, parser):
+    """The stages to run: all, the smoke test's two (--quick), or --stages with the baseline first."""
     # --quick (the smoke test) runs the baseline and the stage that exercises everything.
     stages = (STAGES[0], STAGES[-1]) if args.quick else STAGES
     if args.stages:
@@ -287,15 +279,11 @@ def main(argv=None):
         if wanted - known:
             parser.error(f"unknown stages {sorted(wanted - known)}; choose from {sorted(known)}")
         stages = [STAGES[0]] + [(s, d) for s, d in STAGES[1:] if f"{s}{'+kd' if d else ''}" in wanted]
-    jobs = [(stage, distill, base_path, teacher_path, args) for stage, distill in stages]
-    if args.jobs > 1:
-        import multiprocessing
+    return stages
 
-        # Fresh interpreters (spawn): TensorFlow does not survive fork.
-        with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
-            rows = pool.starmap(_stage_job, [j + (1,) for j in jobs])
-    else:
-        rows = [_stage_job(*j) for j in jobs]
+
+def _compare(rows):
+    """Adds each row's event reduction and accuracy loss against the baseline (and baseline + KD)."""
     base_row = rows[0]
     for r in rows:
         r["event_reduction"] = base_row["events"] / r["events"] if r["events"] else float("inf")
@@ -307,6 +295,34 @@ def main(argv=None):
             r["accuracy_loss_vs_kd_baseline_points"] = 100 * (kd_row["accuracy"] - r["accuracy"])
         r["meets_target"] = bool(r["event_reduction"] >= TARGET_EVENT_RATIO
                                  and r["accuracy_loss_points"] <= TARGET_ACC_LOSS)
+
+
+def main(argv=None):
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.epochs = args.ft_epochs = args.qat_epochs = 1
+        args.deploy_images = 64
+    os.makedirs(args.out_dir, exist_ok=True)
+    start = time.time()
+    x, y, xt, yt = _data(args)
+    base_path = _train_float(args.alpha, "float_model", (x, y, xt, yt), args)
+    teacher_path = base_path
+    if args.teacher_alpha and args.teacher_alpha != args.alpha:
+        # A wider float network teaches better than the student's own float model
+        # (measured: experiments/eliminate_then_reduce.md).
+        teacher_path = _train_float(args.teacher_alpha, "teacher_model", (x, y, xt, yt), args)
+    stages = _select_stages(args, parser)
+    jobs = [(stage, distill, base_path, teacher_path, args) for stage, distill in stages]
+    if args.jobs > 1:
+        import multiprocessing
+
+        # Fresh interpreters (spawn): TensorFlow does not survive fork.
+        with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+            rows = pool.starmap(_stage_job, [j + (1,) for j in jobs])
+    else:
+        rows = [_stage_job(*j) for j in jobs]
+    _compare(rows)
     _print(rows)
     result = {
         "rows": rows, "date": time.strftime("%Y-%m-%d"),
