@@ -1,16 +1,10 @@
 """Tutorial 1 — AkidaNet quick start: train → quantize → export → emulate → report.
 
-The whole keras_nna loop on real, offline data, in one script: the README's
-main job, shipped in the package as `keras_nna.demo` (`keras-nna demo` runs
-the same code). Read `keras_nna/demo.py` for the steps:
-
-1. Build AkidaNet (alpha 0.25) and train it in float.
-2. `quantize_model`: 4-bit weights and activations, 8-bit first layer, then a
-   short quantization-aware fine-tune.
-3. `export_model` → bytecode; run it on the emulator op.
-4. Check the emulator equals the quantized Keras model bit for bit, and read
-   the cost: events, synaptic ops, bytes, time and energy per inference on
-   both hardware profiles.
+The README's main job: AkidaNet trained in float, quantized (4-bit, 8-bit first
+layer) with a short QAT, exported, run on the emulator op, checked bit for bit
+and priced on both hardware profiles. The code ships in the package as
+`keras_nna.demo` (`keras-nna demo` runs it too); read `keras_nna/demo.py` for
+the steps, each a few library calls.
 
     python tutorials/akidanet_quickstart.py            # ~5-10 min on 2 cores
     python tutorials/akidanet_quickstart.py --quick    # tiny data, 1 epoch (smoke test)
