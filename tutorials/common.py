@@ -63,16 +63,10 @@ def fit(model, x, y, epochs, lr=2e-3, batch=64, callbacks=(), **compile_kwargs):
 
 
 def events_per_image(qmodel, x):
-    """Mean events per image of a quantized model, as the emulator counts them.
+    """Mean events per image of a quantized model, as the emulator counts them (library call)."""
+    from keras_nna import events_per_image as count
 
-    The non-zero activation codes each layer receives, input pixels included (the
-    classifier's output is not an event).
-    """
-    from keras_nna import sparsity
-
-    ms = sparsity.measure_activation_sparsity(qmodel, x)
-    return (ms["total"]["events"] - ms.get("classifier", {"events": 0})["events"]
-            + float((x > 0).sum() / len(x)))
+    return count(qmodel, x)
 
 
 def accuracy(model, x, y):
@@ -89,40 +83,29 @@ def qat(model, x, y, policy=None, epochs=2, lr=5e-4, batch=64, callbacks=()):
     return fit(qmodel, x, y, epochs, lr=lr, batch=batch, callbacks=callbacks)
 
 
-def run_program(program, images):
-    """Runs a program on the emulator op (numpy reference if the op is missing)."""
-    from keras_nna.runtime.emulator import run_program as run
-
-    outputs, stats, executor = run(program, images)
-    if executor != "emulator":
-        log("emulator op unavailable; used the numpy reference (same results, slower)")
-    return outputs, stats
-
-
 def deploy(qmodel, x_test, y_test, max_images=1000):
-    """Exports, emulates and costs a quantized model.
+    """Exports, emulates and costs a quantized model (`keras_nna.deploy`) on both profiles.
 
     Returns:
-        A dict: emulator accuracy, bit-exactness vs Keras, program bytes,
-        events / synops / dense MACs per inference, and per-profile estimated
-        time (µs), energy (µJ) and external bytes per inference.
+        `(row, program, stats)`: row is a dict with the emulator accuracy,
+        bit-exactness vs Keras, program bytes, events / synops / dense MACs per
+        inference, and per-profile estimated time (s), energy (J) and external
+        bytes per inference.
     """
-    from keras_nna.export import export_model
+    from keras_nna import deploy as deploy_model
     from keras_nna.runtime.cost import estimate_cost
 
-    program = export_model(qmodel)
-    xs, ys = x_test[:max_images], y_test[:max_images]
-    outputs, stats = run_program(program, xs)
-    keras_out = qmodel.predict(xs.astype("float32"), verbose=0, batch_size=256)
+    result = deploy_model(qmodel, x_test, y_test, profile=None, max_images=max_images)
+    stats = result.stats
     row = {
-        "emulator_accuracy": float(np.mean(outputs.argmax(-1) == ys)),
-        "bit_exact": bool(np.array_equal(outputs, keras_out)),
-        "program_bytes": len(program.to_bytes()),
+        "emulator_accuracy": result.accuracy,
+        "bit_exact": result.bit_exact,
+        "program_bytes": result.program_bytes,
         "events": float(stats[:, :, 0].sum(1).mean()),
         "synops": float(stats[:, :, 1].sum(1).mean()),
         "dense_macs": float(stats[:, :, 2].sum(1).mean()),
     }
     for name in PROFILES:
-        total = estimate_cost(program, stats, name).total
+        total = estimate_cost(result.program, stats, name).total
         row[name] = {k: total[k] for k in ("time_s", "energy_j", "dram_bytes") if k in total}
-    return row, program, stats
+    return row, result.program, stats
