@@ -31,6 +31,8 @@ Example:
 
 import keras
 
+from keras_nna._checks import check_number
+
 __all__ = ["Distiller"]
 
 
@@ -52,8 +54,9 @@ class Distiller(keras.Model):
         **kwargs: Passed to `keras.Model` (e.g. `name`).
 
     Raises:
-        ValueError: If `temperature` <= 0, `alpha` is outside `[0, 1]`, or the models'
-            output shapes differ.
+        TypeError: If `temperature` or `alpha` is not a number.
+        ValueError: If `temperature` is not a finite number > 0, `alpha` is
+            outside `[0, 1]` (or NaN), or the models' output shapes differ.
 
     Example:
 
@@ -66,11 +69,10 @@ class Distiller(keras.Model):
     def __init__(self, student, teacher, temperature=4.0, alpha=0.1, student_loss=None,
                  teacher_from_logits=True, **kwargs):
         super().__init__(**kwargs)
-        if not temperature or float(temperature) <= 0:
-            raise ValueError(f"`temperature` must be > 0. Received: temperature={temperature}.")
-        if not 0.0 <= float(alpha) <= 1.0:
-            raise ValueError(f"`alpha` must be in [0, 1] (weight of the hard-label loss). "
-                             f"Received: alpha={alpha}.")
+        temperature = check_number("temperature", temperature, low=0.0, low_open=True,
+                                   fix="Pass the softening temperature, e.g. temperature=4.0.")
+        alpha = check_number("alpha", alpha, low=0.0, high=1.0,
+                             fix="`alpha` weighs the hard-label loss; pass e.g. alpha=0.1.")
         s_shape = getattr(student, "output_shape", None)
         t_shape = getattr(teacher, "output_shape", None)
         if s_shape is not None and t_shape is not None and tuple(s_shape)[1:] != tuple(t_shape)[1:]:

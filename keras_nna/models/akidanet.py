@@ -54,6 +54,8 @@ parameters; `alpha=0.25` costs 16.51 M MACs (`keras_nna.models.count_macs`).
 
 import keras
 
+from keras_nna._checks import check_number
+
 __all__ = ["AkidaNet"]
 
 # (name, kind, base filters, stride) of the feature extractor.
@@ -74,9 +76,8 @@ def _check_args(input_shape, alpha, classes, include_top, dropout, bn_momentum):
         raise ValueError(f"`input_shape` must be (height, width, channels) with positive ints "
                          f"(height and width may be None), received {input_shape!r}. Pass e.g. "
                          f"`input_shape=(96, 96, 3)`.")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
-        raise ValueError(f"`alpha` (the width multiplier) must be a positive number, received "
-                         f"{alpha!r}. Use e.g. 0.25, 0.5 or 1.0.")
+    alpha = check_number("alpha", alpha, low=0.0, low_open=True,
+                         fix="`alpha` is the width multiplier; use e.g. 0.25, 0.5 or 1.0.")
     if int(32 * alpha) < 1:
         raise ValueError(f"`alpha` must be at least 1/32 so that `conv_0` has a filter, "
                          f"received {alpha!r}. Use e.g. `alpha=0.25`.")
@@ -85,14 +86,11 @@ def _check_args(input_shape, alpha, classes, include_top, dropout, bn_momentum):
         raise ValueError(f"`classes` must be a positive int when `include_top=True`, received "
                          f"{classes!r}. Pass e.g. `classes=2`, or `include_top=False` for a "
                          f"feature extractor.")
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise ValueError(f"`dropout` must be a rate in [0, 1), received {dropout!r}. Pass e.g. "
-                         f"`dropout=0.2`, or 0 for no Dropout layer.")
-    if (isinstance(bn_momentum, bool) or not isinstance(bn_momentum, (int, float))
-            or not 0 < bn_momentum < 1):
-        raise ValueError(f"`bn_momentum` must be in (0, 1), received {bn_momentum!r}. Use "
-                         f"0.9 (the default, converges in ~50 steps) or 0.99 for long "
-                         f"ImageNet-scale training.")
+    check_number("dropout", dropout, low=0.0, high=1.0, high_open=True,
+                 fix="`dropout` is a rate: pass e.g. `dropout=0.2`, or 0 for no Dropout layer.")
+    check_number("bn_momentum", bn_momentum, low=0.0, high=1.0, low_open=True, high_open=True,
+                 fix="Use 0.9 (the default, converges in ~50 steps) or 0.99 for long "
+                     "ImageNet-scale training.")
 
 
 def AkidaNet(input_shape=(96, 96, 3), alpha=0.25, classes=2, include_top=True, dropout=0.0,
@@ -128,7 +126,9 @@ def AkidaNet(input_shape=(96, 96, 3), alpha=0.25, classes=2, include_top=True, d
         false).
 
     Raises:
-        ValueError: If an argument is out of range (the message says which).
+        TypeError: If `alpha`, `dropout` or `bn_momentum` is not a number.
+        ValueError: If an argument is out of range, NaN or infinite (the
+            message says which).
 
     Example:
 

@@ -16,11 +16,18 @@ Example:
 
 import keras
 
+from keras_nna._checks import check_number
 from keras_nna.quantization.quantizers import activation_qmax, activation_step, check_bits
 
 __all__ = ["QuantizationPolicy"]
 
 _OVERRIDE_KEYS = ("weight_bits", "activation_bits", "activation_max")
+
+
+def _check_activation_max(value, layer=None):
+    where = f" (override of layer '{layer}')" if layer else ""
+    return check_number("activation_max", value, low=0.0, low_open=True,
+                        fix=f"Pass a finite top of the ReLU range{where}, e.g. activation_max=4.0.")
 
 
 @keras.saving.register_keras_serializable(package="keras_nna")
@@ -44,7 +51,10 @@ class QuantizationPolicy:
             `None`.
 
     Raises:
-        ValueError: On a bit width outside its range or an unknown override key.
+        ValueError: On a bit width that is not an integer inside its range
+            (a float, a bool or NaN included), an `activation_max` that is not
+            a finite number > 0, or an unknown override key.
+        TypeError: If `activation_max` is not a number.
 
     Example:
 
@@ -67,13 +77,10 @@ class QuantizationPolicy:
     ):
         self.weight_bits = check_bits(weight_bits, "weight")
         self.activation_bits = check_bits(activation_bits, "activation")
-        self.first_layer_weight_bits = check_bits(first_layer_weight_bits, "weight")
+        self.first_layer_weight_bits = check_bits(first_layer_weight_bits, "weight",
+                                                  arg="first_layer_weight_bits")
         self.input_bits = check_bits(input_bits, "input")
-        if not isinstance(activation_max, (int, float)) or not activation_max > 0:
-            raise ValueError(
-                f"activation_max must be a positive number, received {activation_max!r}."
-            )
-        self.activation_max = float(activation_max)
+        self.activation_max = _check_activation_max(activation_max)
         self.progressive = bool(progressive)
         self.overrides = {}
         for name, spec in dict(overrides or {}).items():
@@ -92,6 +99,8 @@ class QuantizationPolicy:
                 check_bits(spec["weight_bits"], "weight", name)
             if "activation_bits" in spec:
                 check_bits(spec["activation_bits"], "activation", name)
+            if "activation_max" in spec:
+                _check_activation_max(spec["activation_max"], name)
             self.overrides[str(name)] = {k: spec[k] for k in _OVERRIDE_KEYS if k in spec}
 
     def resolve(self, name, first_layer=False):

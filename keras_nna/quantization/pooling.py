@@ -21,6 +21,7 @@ Example:
 import keras
 import tensorflow as tf
 
+from keras_nna._checks import check_number
 from keras_nna.quantization.layer_kinds import register_kind
 from keras_nna.quantization.quantizers import (
     activation_qmax,
@@ -33,9 +34,9 @@ __all__ = ["QuantizedAveragePooling2D", "QuantizedGlobalAveragePooling2D"]
 
 
 def _check_step(step):
-    if not isinstance(step, (int, float)) or step <= 0:
-        raise ValueError(f"step must be a positive power of two, received {step!r}.")
-    mant = float(step)
+    step = check_number("step", step, low=0.0, low_open=True,
+                        fix="Pass a positive power of two, e.g. step=0.25.")
+    mant = step
     while mant >= 2.0:
         mant /= 2.0
     while mant < 1.0:

@@ -17,6 +17,7 @@ Example:
 
 import keras
 
+from keras_nna._checks import check_number
 from keras_nna.quantization.wrapper import QuantizeWrapper
 
 __all__ = ["ProgressiveQuantization"]
@@ -43,18 +44,17 @@ class ProgressiveQuantization(keras.callbacks.Callback):
         start: Fraction quantized in the first epoch. Defaults to `0.0`.
 
     Raises:
-        ValueError: On invalid arguments, or (at train begin) if the model
+        TypeError: If `ramp_epochs` is not an int or `start` not a number.
+        ValueError: On an out-of-range, NaN or infinite argument, or (at train begin) if the model
             has no wrapper built with ``QuantizationPolicy(progressive=True)``.
     """
 
     def __init__(self, ramp_epochs=5, start=0.0):
         super().__init__()
-        if not isinstance(ramp_epochs, int) or ramp_epochs < 1:
-            raise ValueError(f"ramp_epochs must be a positive int, received {ramp_epochs!r}.")
-        if not 0.0 <= start <= 1.0:
-            raise ValueError(f"start must be in [0, 1], received {start!r}.")
-        self.ramp_epochs = ramp_epochs
-        self.start = float(start)
+        self.ramp_epochs = check_number("ramp_epochs", ramp_epochs, low=1, integer=True,
+                                        fix="Pass a number of epochs, e.g. ramp_epochs=5.")
+        self.start = check_number("start", start, low=0.0, high=1.0,
+                                  fix="Pass the fraction quantized in the first epoch, e.g. 0.0.")
 
     def fraction(self, epoch):
         """Fraction of weights quantized during `epoch` (0-based)."""

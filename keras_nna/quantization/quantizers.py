@@ -31,6 +31,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from keras_nna._checks import check_number
+
 __all__ = [
     "check_bits",
     "weight_qmax",
@@ -51,13 +53,15 @@ MANTISSA_BITS = 15
 _BIT_RANGES = {"weight": (2, 8), "activation": (1, 8), "input": (8, 8)}
 
 
-def check_bits(bits, kind, name=None):
+def check_bits(bits, kind, name=None, arg=None):
     """Validates a bit width and returns it as an `int`.
 
     Args:
         bits: The requested number of bits.
         kind: One of `"weight"` (2–8), `"activation"` (1–8) or `"input"` (8).
         name: Optional layer name, used in the error message.
+        arg: Optional argument name (e.g. `"first_layer_weight_bits"`), used
+            in the error message. Defaults to `None` (``f"{kind}_bits"``).
 
     Returns:
         `bits` as a Python `int`.
@@ -72,9 +76,11 @@ def check_bits(bits, kind, name=None):
     """
     low, high = _BIT_RANGES[kind]
     where = f" for layer '{name}'" if name else ""
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not low <= bits <= high:
+    arg = arg or f"{kind}_bits"
+    if (isinstance(bits, (bool, np.bool_)) or not isinstance(bits, (int, np.integer))
+            or not low <= bits <= high):
         raise ValueError(
-            f"Invalid {kind} bit width{where}: expected an integer in [{low}, {high}], "
+            f"Invalid {kind} bit width `{arg}`{where}: expected an integer in [{low}, {high}], "
             f"received {bits!r}. Set a supported width in the QuantizationPolicy."
         )
     return int(bits)
@@ -109,8 +115,8 @@ def activation_step(bits, activation_max=4.0):
     >>> [activation_step(b) for b in (1, 2, 4, 8)]
     [4.0, 1.0, 0.25, 0.015625]
     """
-    if not activation_max > 0:
-        raise ValueError(f"activation_max must be > 0, received {activation_max!r}.")
+    activation_max = check_number("activation_max", activation_max, low=0.0, low_open=True,
+                                  fix="Pass e.g. activation_max=4.0.")
     return float(2.0 ** round(math.log2(activation_max / activation_qmax(bits))))
 
 

@@ -30,6 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_nna._checks import check_number
 from keras_nna.quantization.checks import (
     SUPPORTED_LAYERS,
     check_layer,
@@ -175,9 +176,9 @@ class QuantizeWrapper(keras.layers.Wrapper):
         self.activation = activation
         self.kind = kind
         self.first_layer = bool(first_layer)
-        self.input_scale = float(input_scale)
-        if not self.input_scale > 0:
-            raise ValueError(f"input_scale must be > 0, received {input_scale!r}.")
+        self.input_scale = check_number(
+            "input_scale", input_scale, low=0.0, low_open=True,
+            fix="Pass the real value of one input unit, e.g. input_scale=1/255.")
         spec = self.policy.resolve(layer.name, first_layer=self.first_layer)
         self.weight_bits = spec["weight_bits"]
         self.activation_bits = spec["activation_bits"] if activation else None

@@ -38,6 +38,7 @@ import numpy as np
 import keras
 import tensorflow as tf
 
+from keras_nna._checks import check_number
 from keras_nna.quantization.layer_kinds import iter_layers
 from keras_nna.quantization.pooling import (
     QuantizedAveragePooling2D,
@@ -62,18 +63,25 @@ def quantize_codes(x, step, bits=4):
         Integer NumPy array of codes in `[0, 2**bits - 1]`.
 
     Raises:
-        ValueError: If `step` <= 0 or `bits` is not in 1..16.
+        TypeError: If `step` or `bits` is not a number (`bits`: an integer).
+        ValueError: If `step` is not a finite number > 0 or `bits` is not in 1..16.
 
     Example:
 
     >>> quantize_codes(np.array([0.1, 0.125, 0.3, 9.0]), 0.25)
     array([ 0,  1,  1, 15])
     """
-    if not step or step <= 0:
-        raise ValueError(f"`quantization_step` must be > 0. Received: {step}.")
-    if not 1 <= int(bits) <= 16:
-        raise ValueError(f"`bits` must be in 1..16. Received: bits={bits}.")
-    return np.clip(np.floor(np.asarray(x, "float64") / step + 0.5), 0, 2 ** int(bits) - 1).astype("int64")
+    step, bits = _check_grid(step, bits)
+    return np.clip(np.floor(np.asarray(x, "float64") / step + 0.5), 0, 2 ** bits - 1).astype("int64")
+
+
+def _check_grid(step, bits, allow_none=False):
+    """Validated `(quantization_step, bits)`."""
+    step = check_number("quantization_step", step, low=0.0, low_open=True, allow_none=allow_none,
+                        fix="Pass the activation grid step, e.g. quantization_step=0.25.")
+    bits = check_number("bits", bits, low=1, high=16, integer=True,
+                        fix="Pass the code width, e.g. bits=4.")
+    return step, bits
 
 
 def _measured_layers(model):
@@ -126,7 +134,9 @@ def measure_activation_sparsity(model, data, quantization_step=None, bits=4, lay
         sample, `elements` the activations per sample.
 
     Raises:
-        ValueError: If no layer can be measured, a name is unknown, or the data is empty.
+        TypeError: If a numeric argument is not a number (or not an integer).
+        ValueError: If a numeric argument is NaN, infinite or out of range, no
+            layer can be measured, a name is unknown, or the data is empty.
 
     Example:
 
@@ -135,6 +145,9 @@ def measure_activation_sparsity(model, data, quantization_step=None, bits=4, lay
     >>> sorted(measure_activation_sparsity(m, np.zeros((5, 3)))["d"])
     ['elements', 'events', 'zeros']
     """
+    quantization_step, bits = _check_grid(quantization_step, bits, allow_none=True)
+    batch_size = check_number("batch_size", batch_size, low=1, integer=True)
+    max_samples = check_number("max_samples", max_samples, low=1, integer=True, allow_none=True)
     names, quantized = _measured_layers(model)
     if layers is not None:
         valid = [l.name for l in iter_layers(model)]
@@ -187,6 +200,11 @@ class ActivationSparsityCallback(keras.callbacks.Callback):
         per_layer: Also log `activation_zeros/<layer>`. Defaults to `True`.
         frequency: Measure every `frequency` epochs. Defaults to `1`.
 
+    Raises:
+        TypeError: If a numeric argument is not a number (or not an integer).
+        ValueError: If `quantization_step` is not a finite number > 0, `bits`
+            is not in 1..16 or `frequency` < 1.
+
     Example:
 
     >>> import numpy as np
@@ -198,10 +216,9 @@ class ActivationSparsityCallback(keras.callbacks.Callback):
     def __init__(self, data, quantization_step=None, bits=4, per_layer=True, frequency=1):
         super().__init__()
         self.data = data
-        self.quantization_step = quantization_step
-        self.bits = bits
+        self.quantization_step, self.bits = _check_grid(quantization_step, bits, allow_none=True)
         self.per_layer = per_layer
-        self.frequency = int(frequency)
+        self.frequency = check_number("frequency", frequency, low=1, integer=True)
         self.last = None
 
     def on_epoch_end(self, epoch, logs=None):

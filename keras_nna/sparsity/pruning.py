@@ -38,6 +38,7 @@ Example:
 import numpy as np
 import keras
 
+from keras_nna._checks import check_number
 from keras_nna.sparsity import masks as masks_lib
 from keras_nna.sparsity.schedules import ConstantSparsity, check_sparsity, evaluate_schedule  # noqa: F401
 
@@ -50,6 +51,12 @@ _SCOPES = ("layer", "global")
 def _check_choice(name, value, choices):
     if value not in choices:
         raise ValueError(f"Unknown `{name}`={value!r}. Expected one of {list(choices)}.")
+
+
+def _check_threshold(threshold):
+    return check_number("threshold", threshold, low=0.0,
+                        fix="Pass the magnitude under which weights are zeroed, e.g. "
+                            "threshold=0.01 (method='threshold').")
 
 
 def _smallest_k_mask(magnitude, k):
@@ -93,8 +100,7 @@ def compute_masks(kernels, sparsity=None, threshold=None, scope="layer"):
     _check_choice("scope", scope, _SCOPES)
     mags = [np.abs(np.asarray(k, "float32")) for k in kernels]
     if threshold is not None:
-        if threshold < 0:
-            raise ValueError(f"`threshold` must be >= 0. Received: threshold={threshold}.")
+        threshold = _check_threshold(threshold)
         return [(m >= threshold).astype("float32") for m in mags]
     sparsity = check_sparsity(sparsity)
     if scope == "layer":
@@ -180,9 +186,7 @@ class PruneCallback(keras.callbacks.Callback):
             raise ValueError("method='percentage' needs a `schedule`, e.g. "
                              "keras_nna.sparsity.ConstantSparsity(0.5).")
         if method == "threshold":
-            if threshold is None or threshold < 0:
-                raise ValueError("method='threshold' needs `threshold` >= 0. "
-                                 f"Received: threshold={threshold}.")
+            threshold = _check_threshold(threshold)
             if schedule is None:
                 schedule = lambda step: (True, 0.0)  # noqa: E731
         elif threshold is not None:

@@ -53,6 +53,7 @@ import numpy as np
 import keras
 import tensorflow as tf
 
+from keras_nna._checks import check_number
 from keras_nna.quantization import QuantizationPolicy, is_quantize_wrapper
 from keras_nna.quantization.layer_kinds import applies_relu, iter_layers, layer_kind, unwrap
 from keras_nna.sparsity.graph import event_fan_out, layer_graph, layer_macs
@@ -63,9 +64,8 @@ __all__ = ["ActivityRegularizer", "add_activity_regularization", "add_weight_reg
 
 
 def _check_strength(**kwargs):
-    for name, value in kwargs.items():
-        if value is None or float(value) < 0:
-            raise ValueError(f"`{name}` must be a number >= 0. Received: {name}={value}.")
+    return [check_number(name, value, low=0.0, fix=f"Pass a regularization strength such as "
+                         f"{name}=1e-4 (0 disables it).") for name, value in kwargs.items()]
 
 
 @keras.saving.register_keras_serializable(package="keras_nna")
@@ -79,7 +79,8 @@ class ActivityRegularizer(keras.regularizers.Regularizer):
             `‖x‖₁² / (‖x‖₂² · n)` per sample. Defaults to `0.0`.
 
     Raises:
-        ValueError: If a strength is negative.
+        TypeError: If a strength is not a number.
+        ValueError: If a strength is negative, NaN or infinite.
 
     Example:
 
@@ -90,8 +91,7 @@ class ActivityRegularizer(keras.regularizers.Regularizer):
     """
 
     def __init__(self, l1=0.0, l2=0.0, hoyer=0.0):
-        _check_strength(l1=l1, l2=l2, hoyer=hoyer)
-        self.l1, self.l2, self.hoyer = float(l1), float(l2), float(hoyer)
+        self.l1, self.l2, self.hoyer = _check_strength(l1=l1, l2=l2, hoyer=hoyer)
 
     def __call__(self, x):
         x = tf.cast(x, tf.float32)
@@ -177,9 +177,6 @@ def _cap_relus(model, names, max_value):
         graph = layer_graph(model)
         caps = {n: _range_top(max_value, graph, n) for n in names}
     else:
-        if isinstance(max_value, bool) or not isinstance(max_value, (int, float)) or max_value <= 0:
-            raise ValueError(f"`max_value` must be a number > 0 or a QuantizationPolicy. Received: "
-                             f"max_value={max_value!r}. Use e.g. 3.75, the top of the 4-bit range.")
         caps = {n: float(max_value) for n in names}
     for n, cap in caps.items():
         relu = unwrap(layers[n])
@@ -212,7 +209,9 @@ def add_activity_regularization(model, l1=0.0, l2=0.0, hoyer=0.0, weighting=None
         Dict `{layer name: ActivityRegularizer}` that was attached.
 
     Raises:
-        ValueError: On a negative strength, unknown weighting, a model without ReLUs,
+        TypeError: If a strength or `max_value` is not a number (or a policy).
+        ValueError: On a negative, NaN or infinite strength, a `max_value` that is
+            not a finite number > 0, an unknown weighting, a model without ReLUs,
             or `max_value` with a ReLU that is not a `keras.layers.ReLU` layer.
 
     Example:
@@ -229,7 +228,12 @@ def add_activity_regularization(model, l1=0.0, l2=0.0, hoyer=0.0, weighting=None
     >>> m.get_layer("r").max_value
     1.875
     """
-    _check_strength(l1=l1, l2=l2, hoyer=hoyer)
+    l1, l2, hoyer = _check_strength(l1=l1, l2=l2, hoyer=hoyer)
+    if max_value is not None and not isinstance(max_value, QuantizationPolicy):
+        max_value = check_number(
+            "max_value", max_value, low=0.0, low_open=True,
+            fix="Pass a number > 0 or a QuantizationPolicy; use e.g. 3.75, the top of the 4-bit "
+                "range.")
     if weighting not in (None, "cost", "events"):
         raise ValueError(f"Unknown `weighting`={weighting!r}. Expected None, 'cost' or 'events'.")
     names = relu_layers(model)
@@ -277,7 +281,8 @@ def add_weight_regularization(model, l1=1e-5, layers=None):
         List of regularized layer names.
 
     Raises:
-        ValueError: On a negative strength or unknown layer names.
+        TypeError: If `l1` is not a number.
+        ValueError: On a negative, NaN or infinite strength or unknown layer names.
 
     Example:
 
@@ -288,7 +293,7 @@ def add_weight_regularization(model, l1=1e-5, layers=None):
     """
     from keras_nna.sparsity.masks import find_prunable_weights
 
-    _check_strength(l1=l1)
+    (l1,) = _check_strength(l1=l1)
     done = []
     for w in find_prunable_weights(model, layers):
         attr = "kernel_regularizer" if w.key == "kernel" else w.key + "_regularizer"
@@ -315,7 +320,9 @@ def add_gamma_regularization(model, l1=1e-4, weighting=None):
         Dict `{BN layer name: strength}`.
 
     Raises:
-        ValueError: On a negative strength, unknown weighting or a model without BN.
+        TypeError: If `l1` is not a number.
+        ValueError: On a negative, NaN or infinite strength, unknown weighting or a
+            model without BN.
 
     Example:
 
@@ -325,7 +332,7 @@ def add_gamma_regularization(model, l1=1e-4, weighting=None):
     >>> add_gamma_regularization(m, l1=1e-3)
     {'bn': 0.001}
     """
-    _check_strength(l1=l1)
+    (l1,) = _check_strength(l1=l1)
     if weighting not in (None, "flops", "params"):
         raise ValueError(f"Unknown `weighting`={weighting!r}. Expected None, 'flops' or 'params'.")
     bns = [l for l in iter_layers(model)

@@ -31,6 +31,8 @@ import numpy as np
 import keras
 import tensorflow as tf
 
+from keras_nna._checks import check_number
+
 __all__ = ["ConstantSparsity", "PolynomialDecay", "evaluate_schedule", "check_sparsity"]
 
 
@@ -45,19 +47,18 @@ def check_sparsity(value, name="sparsity"):
         The value as a Python float.
 
     Raises:
-        ValueError: If `value` is not in `[0, 1)`.
+        TypeError: If `value` is not a number.
+        ValueError: If `value` is NaN or not in `[0, 1)`.
 
     Example:
 
     >>> check_sparsity(0.5)
     0.5
     """
-    value = float(value)
-    if not 0.0 <= value < 1.0:
-        raise ValueError(
-            f"`{name}` must be in [0, 1) (the fraction of weights set to zero; 1 would "
-            f"remove every weight). Received: {name}={value}. Pass e.g. {name}=0.5.")
-    return value
+    return check_number(
+        name, value, low=0.0, high=1.0, high_open=True,
+        fix=f"`{name}` is the fraction of weights set to zero, in [0, 1) (1 would remove every "
+            f"weight); pass e.g. {name}=0.5.")
 
 
 def _is_tensor(x):
@@ -81,14 +82,13 @@ class _Schedule:
     """Shared validation of the step window."""
 
     def _check_window(self, begin_step, end_step, frequency):
-        if begin_step < 0:
-            raise ValueError(f"`begin_step` must be >= 0. Received: begin_step={begin_step}.")
+        begin_step = check_number("begin_step", begin_step, low=0, integer=True)
+        end_step = check_number("end_step", end_step, low=-1, integer=True)
+        frequency = check_number("frequency", frequency, low=1, integer=True)
         if end_step != -1 and end_step < begin_step:
             raise ValueError(
                 "`end_step` must be -1 (never stop) or >= `begin_step`. Received: "
                 f"begin_step={begin_step}, end_step={end_step}.")
-        if frequency < 1:
-            raise ValueError(f"`frequency` must be >= 1. Received: frequency={frequency}.")
         self.begin_step = int(begin_step)
         self.end_step = int(end_step)
         self.frequency = int(frequency)
@@ -171,7 +171,8 @@ class PolynomialDecay(_Schedule):
             raise ValueError(
                 "PolynomialDecay needs `end_step` > `begin_step` (the ramp needs a length). "
                 f"Received: begin_step={begin_step}, end_step={end_step}.")
-        self.power = float(power)
+        self.power = check_number("power", power, low=0.0, low_open=True,
+                                  fix="Pass the ramp's exponent, e.g. power=3.")
 
     def __call__(self, step):
         span = float(self.end_step - self.begin_step)

@@ -26,6 +26,7 @@ Example:
 import numpy as np
 import keras
 
+from keras_nna._checks import check_number
 from keras_nna.sparsity import masks as masks_lib
 from keras_nna.sparsity.filters import _eligible, prune_filters
 from keras_nna.sparsity.pruning import _check_choice, prune_weights
@@ -85,7 +86,9 @@ def sensitivity_analysis(model, x, y, ratios=(0.25, 0.5, 0.75, 0.9), kind="weigh
         weights are restored.
 
     Raises:
-        ValueError: On an unknown kind, invalid ratio or layer name.
+        TypeError: If a ratio or `batch_size` is not a number (an integer).
+        ValueError: On an unknown kind, a ratio outside `[0, 1)` (or NaN), a
+            `batch_size` < 1, or an unknown layer name.
 
     Example:
 
@@ -99,6 +102,7 @@ def sensitivity_analysis(model, x, y, ratios=(0.25, 0.5, 0.75, 0.9), kind="weigh
     """
     _check_choice("kind", kind, ("weights", "filters"))
     ratios = [check_sparsity(r, "ratio") for r in ratios]
+    batch_size = check_number("batch_size", batch_size, low=1, integer=True)
     metric = accuracy if metric is None else metric
     if kind == "weights":
         names = list(dict.fromkeys(w.layer_name for w in masks_lib.find_prunable_weights(model, layers)))
@@ -153,15 +157,17 @@ def propose_ratios(table, max_drop=0.01):
         Dict layer name → ratio.
 
     Raises:
-        ValueError: If `max_drop` is negative or the table is malformed.
+        TypeError: If `max_drop` is not a number.
+        ValueError: If `max_drop` is negative, NaN or infinite, or the table is
+            malformed.
 
     Example:
 
     >>> propose_ratios({"baseline": 1.0, "ratios": [0.5], "metrics": {"a": [0.99]}}, 0.05)
     {'a': 0.5}
     """
-    if max_drop < 0:
-        raise ValueError(f"`max_drop` must be >= 0. Received: max_drop={max_drop}.")
+    max_drop = check_number("max_drop", max_drop, low=0.0,
+                            fix="Pass the allowed metric drop per layer, e.g. max_drop=0.01.")
     try:
         base, ratios, metrics = table["baseline"], list(table["ratios"]), table["metrics"]
     except (KeyError, TypeError) as e:

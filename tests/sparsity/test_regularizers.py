@@ -171,10 +171,12 @@ def test_max_value_caps_relus_at_the_quantized_range():
     assert len(add_activity_regularization(qmodel, hoyer=0.1, max_value=policy)) == 3
 
 
-@pytest.mark.parametrize("max_value,match", [(0.0, "> 0"), ("3.75", "> 0"), (True, "> 0")],
-                         ids=["zero", "string", "bool"])
+@pytest.mark.parametrize("max_value,match", [(0.0, "> 0"), ("3.75", "> 0"), (True, "> 0"),
+                                             (float("nan"), "max_value=nan"),
+                                             (float("inf"), "max_value=inf")],
+                         ids=["zero", "string", "bool", "nan", "inf"])
 def test_max_value_invalid(max_value, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises((ValueError, TypeError), match=match):
         add_activity_regularization(small_cnn(), hoyer=0.1, max_value=max_value)
 
 
