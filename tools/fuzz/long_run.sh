@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Long fuzzing run (tools/fuzz/README.md): libFuzzer over the C++ parser and
+# kernels (ASan + UBSan) for at least RUNS executions, then the Python
+# reader/op/reference oracle on ORACLE programs. Records crashes, sanitizer
+# reports, hangs over 10 s (-timeout=10), peak RSS (-rss_limit_mb=1024) and
+# the git commit (plus modified runtime files) it ran on, into
+# build/fuzz/long_run/<UTC time>/summary.txt.
+#
+# Usage: tools/fuzz/long_run.sh [RUNS=1000000] [ORACLE=20000] [JOBS=1]
+#   JOBS>1 runs that many libFuzzer workers (-fork), RUNS split between them.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+RUNS=${1:-1000000}
+ORACLE=${2:-20000}
+JOBS=${3:-1}
+OUT=build/fuzz/long_run/$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$OUT/artifacts" "$OUT/corpus"
+tools/fuzz/build.sh fuzz_program || exit 3
+[ -d build/fuzz/corpus ] || python tools/fuzz/make_corpus.py || exit 3
+# The 96x96 AkidaNet (~140 KB) is left out of the libFuzzer corpus: parse-only
+# and slow under ASan; the smaller nets cover the same kinds.
+find build/fuzz/corpus -type f -size -65k -exec cp {} "$OUT/corpus/" \;
+{
+  echo "commit: $(git rev-parse HEAD)"
+  echo "modified runtime/reader files: $(git status --short keras_nna/runtime/cc keras_nna/export | tr '\n' ' ')"
+  echo "start: $(date -u +%FT%TZ)  runs: $RUNS  oracle programs: $ORACLE  jobs: $JOBS"
+} | tee "$OUT/summary.txt"
+start=$(date +%s)
+if [ "$JOBS" -gt 1 ]; then
+  FORK="-fork=$JOBS -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1"
+  LIMIT="-runs=$RUNS"
+else
+  FORK=""
+  LIMIT="-runs=$RUNS"
+fi
+# shellcheck disable=SC2086
+build/fuzz/fuzz_program "$OUT/corpus" $LIMIT $FORK -timeout=10 -rss_limit_mb=1024 -max_len=65536 \
+  -print_final_stats=1 -artifact_prefix="$OUT/artifacts/" > "$OUT/libfuzzer.log" 2>&1
+rc=$?
+secs=$(( $(date +%s) - start ))
+execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$OUT/libfuzzer.log" | awk '{s+=$2} END {print s+0}')
+[ "$execs" -eq 0 ] && execs=$(grep -o '^#[0-9]*' "$OUT/libfuzzer.log" | tail -1 | tr -d '#')
+rss=$(grep -o 'stat::peak_rss_mb: *[0-9]*' "$OUT/libfuzzer.log" | awk '{print $2}' | sort -n | tail -1)
+[ -z "$rss" ] && rss=$(grep -o 'rss: [0-9]*Mb' "$OUT/libfuzzer.log" | tr -dc '0-9\n' | sort -n | tail -1)
+{
+  echo "libFuzzer: exit $rc, executions $execs in ${secs}s ($(( execs / (secs > 0 ? secs : 1) )) exec/s), peak RSS ${rss} MB"
+  echo "  ASan reports: $(grep -c 'ERROR: AddressSanitizer' "$OUT/libfuzzer.log")" \
+       " UBSan reports: $(grep -c 'runtime error:' "$OUT/libfuzzer.log")" \
+       " kernel mismatches: $(grep -c 'MISMATCH' "$OUT/libfuzzer.log")" \
+       " timeouts (>10 s): $(grep -c 'ERROR: libFuzzer: timeout' "$OUT/libfuzzer.log")" \
+       " out-of-memory (>1024 MB): $(grep -c 'ERROR: libFuzzer: out-of-memory' "$OUT/libfuzzer.log")" \
+       " deadly signals: $(grep -c 'deadly signal' "$OUT/libfuzzer.log")"
+  echo "  artifacts: $(ls "$OUT/artifacts" | wc -l) in $OUT/artifacts"
+} | tee -a "$OUT/summary.txt"
+ostart=$(date +%s)
+python tools/fuzz/py_oracle.py --count "$ORACLE" --seed 1000 --findings "$OUT/findings" \
+  > "$OUT/oracle.json" 2> "$OUT/oracle.log"
+orc=$?
+echo "python oracle: exit $orc in $(( $(date +%s) - ostart ))s: $(cat "$OUT/oracle.json")" | tee -a "$OUT/summary.txt"
+echo "end: $(date -u +%FT%TZ)" | tee -a "$OUT/summary.txt"
+[ $rc -eq 0 ] && [ $orc -eq 0 ]
