@@ -18,10 +18,94 @@ Example:
 
 import keras
 
-from keras_nna.quantization.layer_kinds import keras3_type_error, quantizable_kind
+from keras_nna.quantization.layer_kinds import (
+    is_relu_activation,
+    keras3_type_error,
+    layer_kind,
+    quantizable_kind,
+)
 
-__all__ = ["SUPPORTED_LAYERS", "check_layer", "check_not_keras_quantized", "float32_dtype",
-           "refuse_keras_quantize"]
+__all__ = ["SUPPORTED_LAYERS", "activation_error", "check_layer", "check_not_keras_quantized",
+           "float32_dtype", "refuse_keras_quantize"]
+
+_ACTIVATION_LAYERS = {"Softmax": "softmax", "ELU": "elu", "PReLU": "prelu",
+                      "LeakyReLU": "leaky_relu"}
+
+
+def _function_name(activation):
+    """`None` for no/linear/ReLU activations, else the activation's name."""
+    if activation is None or is_relu_activation(activation):
+        return None
+    name = activation if isinstance(activation, str) else getattr(activation, "__name__", None)
+    if name in ("linear", None) and (isinstance(activation, str) or activation is keras.activations.linear):
+        return None
+    return str(name or type(activation).__name__)
+
+
+def _unsupported_activation(layer):
+    """The name of the non-ReLU, non-linear activation `layer` applies, or `None`."""
+    cls = type(layer).__name__
+    if isinstance(layer, keras.layers.ReLU):
+        if layer_kind(layer) != "activation":
+            return None
+        cfg = layer.get_config()
+        return f"ReLU(negative_slope={cfg.get('negative_slope')}, threshold={cfg.get('threshold')})"
+    if isinstance(layer, keras.layers.Activation):
+        return _function_name(layer.get_config()["activation"])
+    for base in type(layer).__mro__:
+        if base.__name__ in _ACTIVATION_LAYERS and base.__module__.startswith("keras"):
+            return _ACTIVATION_LAYERS[base.__name__]
+    if hasattr(layer, "activation") and "Wrapper" not in cls:
+        return _function_name(layer.activation)
+    return None
+
+
+def activation_error(layer, at_output=False):
+    """A `ValueError` if `layer` applies an activation the accelerator does not run.
+
+    The accelerator computes ReLU activations (quantized codes) and raw
+    outputs (logits) only. A softmax, sigmoid, tanh, ELU, leaky ReLU, ...
+    anywhere in the float model would be dropped by quantization, so the
+    quantized model and the exported program would compute something else.
+
+    Args:
+        layer: A layer of the float model.
+        at_output: Whether the layer's output is a model output (the message
+            then explains how to get probabilities from logits).
+
+    Returns:
+        A `ValueError` naming the layer, its activation and the fix, or
+        `None` if the layer applies no activation, a linear one or ReLU.
+
+    Example:
+
+    >>> activation_error(keras.layers.Dense(2, activation="relu")) is None
+    True
+    >>> print(activation_error(keras.layers.Dense(2, activation="softmax", name="fc"),
+    ...                        at_output=True))  # doctest: +ELLIPSIS
+    Cannot quantize layer 'fc' (Dense): activation 'softmax' is not supported ... keras.activations.softmax ...
+    """
+    name = _unsupported_activation(layer)
+    if name is None:
+        return None
+    if layer_kind(layer) in ("activation", "relu", None) or isinstance(layer, keras.layers.Activation):
+        build = f"remove the '{layer.name}' layer from the float model"
+    else:
+        build = f"build the float model with activation=None on layer '{layer.name}'"
+    if at_output:
+        apply = (f"keras.activations.{name}" if name.isidentifier() and hasattr(keras.activations, name)
+                 else "the activation")
+        fix = (f"{build}, train with a loss that takes logits (e.g. keras.losses."
+               "SparseCategoricalCrossentropy(from_logits=True)), and apply "
+               f"{apply} to the outputs of the quantized model or the program if you need "
+               "probabilities")
+    else:
+        fix = f"{build} or use 'relu' there (hidden layers must be ReLU or linear)"
+    return ValueError(
+        f"Cannot quantize layer '{layer.name}' ({type(layer).__name__}): activation {name!r} is "
+        "not supported (the accelerator outputs ReLU codes or raw logits only; quantize_model "
+        f"would drop it, so predict and the exported program would differ). Fix: {fix}."
+    )
 
 SUPPORTED_LAYERS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense")
 

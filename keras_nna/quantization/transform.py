@@ -10,8 +10,10 @@ integer semantics the accelerator runs.
 
 Layers passed through unchanged: `InputLayer`, `MaxPooling2D`, `Flatten`,
 `Dropout`, `Identity`, `Activation("linear")`. Anything else raises a
-`ValueError` that names the layer, its class and what is supported. Layer
-kinds come from `keras_nna.quantization.layer_kinds`.
+`ValueError` that names the layer, its class and what is supported; so does
+any activation other than ReLU and linear (softmax, sigmoid, tanh, ...: the
+accelerator outputs logits, see `keras_nna.quantization.checks.activation_error`).
+Layer kinds come from `keras_nna.quantization.layer_kinds`.
 
 The conversion is a list of small steps, each a pattern (which layer it
 starts at) and a replacement (what it emits into the new graph), tried in
@@ -38,7 +40,7 @@ Example:
 
 import keras
 
-from keras_nna.quantization.checks import SUPPORTED_LAYERS
+from keras_nna.quantization.checks import SUPPORTED_LAYERS, activation_error
 from keras_nna.quantization.layer_kinds import keras3_type_error, layer_kind, quantizable_kind
 from keras_nna.quantization.policy import QuantizationPolicy
 from keras_nna.quantization.pooling import (
@@ -214,6 +216,10 @@ class _FuseConvBatchNormReLU:
         bn, relu, chain_out = cls._chain(conv, op)
         _check_relu_cap(relu, layer, conv.policy)
         inner_cfg = layer.get_config()
+        if bn is not None and inner_cfg.get("activation") == "relu":
+            raise _unsupported(layer, ": it applies ReLU before its BatchNormalization (keras_nna "
+                               "fuses conv → BatchNorm → ReLU); build it with activation=None and "
+                               "put a ReLU after the BatchNormalization")
         activation = "relu" if relu is not None or inner_cfg.get("activation") == "relu" else None
         # Activity regularization (sparsity) moves onto the quantized output.
         regularizer = relu.layer.activity_regularizer if relu is not None else None
@@ -339,8 +345,12 @@ def quantize_model(model, policy=None):
         TypeError: If `model` is not a Keras 3 `keras.Model` (a tf_keras /
             Keras 2 model gets a message on how to rebuild it).
         ValueError: If a layer is not supported (the message names it, its
-            class and the supported layers), or a policy override names a
-            layer that does not exist.
+            class and the supported layers), a layer applies an activation
+            other than ReLU or linear (softmax, sigmoid, tanh, ... as an
+            `activation=` argument or an `Activation`/`Softmax` layer: the
+            accelerator outputs logits; the message says how to get
+            probabilities), or a policy override names a layer that does
+            not exist.
 
     Example:
 
@@ -352,6 +362,10 @@ def quantize_model(model, policy=None):
     policy = _check_arguments(model, policy)
     conv = _Conversion(model, policy)
     policy.check_names([op.layer.name for op in conv.ops if quantizable_kind(op.layer)])
+    for op in conv.ops:
+        error = activation_error(op.layer, at_output=bool(set(op.outputs) & conv.output_ids))
+        if error is not None:
+            raise error
     for op in conv.ops:
         if id(op) in conv.absorbed:
             continue
