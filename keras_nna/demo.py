@@ -126,7 +126,7 @@ def _train_task(name, quick=False, alpha=0.25, clock=None):
     """
     import keras
 
-    from keras_nna.export import export_model
+    from keras_nna.deployment import deploy
     from keras_nna.models import AkidaNet
     from keras_nna.quantization import quantize_model
     from keras_nna.runtime import Emulator
@@ -137,8 +137,7 @@ def _train_task(name, quick=False, alpha=0.25, clock=None):
     x_train, y_train, x_test, y_test = _load_task(name, quick)
     clock.log(f"{name}: {len(x_train)} train / {len(x_test)} test images of {x_train.shape[1:]} "
               f"(loaded in {clock.lap():.1f} s)")
-    model = AkidaNet(input_shape=x_train.shape[1:], alpha=alpha, classes=cfg["classes"],
-                     bn_momentum=0.9)
+    model = AkidaNet(input_shape=x_train.shape[1:], alpha=alpha, classes=cfg["classes"])
     epochs = 1 if quick else cfg["float_epochs"]
     clock.log(f"{name}: float training, {epochs} epochs")
     _fit(model, x_train, y_train, epochs, lr=cfg["lr"], batch=cfg["batch"])
@@ -149,21 +148,18 @@ def _train_task(name, quick=False, alpha=0.25, clock=None):
     clock.log(f"{name}: quantization-aware training (4-bit, 8-bit first layer), {epochs} epochs")
     qmodel = _fit(quantize_model(model), x_train, y_train, epochs, lr=cfg["lr"] / 4,
                   batch=cfg["batch"])
-    keras_logits = qmodel.predict(x_test.astype("float32"), verbose=0, batch_size=256)
-    quant_acc = float(np.mean(keras_logits.argmax(-1) == y_test))
+    quant_acc = _accuracy(qmodel, x_test, y_test)
     clock.log(f"{name}: Keras quantized accuracy {quant_acc:.4f} "
               f"(quantization-aware training: {clock.lap():.1f} s)")
 
-    program = export_model(qmodel)
-    data = program.to_bytes()
-    emulator = Emulator(data)
+    result = deploy(qmodel, x_test, y_test, profile=None)  # export, emulate, compare with Keras
+    program, stats, emu_acc = result.program, result.stats, float(result.accuracy)
     t0 = time.perf_counter()
-    emu_logits, stats = emulator.run_with_stats(x_test)
+    Emulator(program).run(x_test)
     emu_seconds = time.perf_counter() - t0
-    emu_acc = float(np.mean(emu_logits.argmax(-1) == y_test))
-    bit_exact = bool(np.array_equal(emu_logits, keras_logits))
+    bit_exact = result.bit_exact
     clock.log(f"{name}: emulator accuracy {emu_acc:.4f}; bit-exact with Keras: {bit_exact}; "
-              f"program {len(data):,} bytes; {len(x_test) / emu_seconds:.0f} images/s "
+              f"program {result.program_bytes:,} bytes; {len(x_test) / emu_seconds:.0f} images/s "
               f"(export and emulation: {clock.lap():.1f} s)")
     results = {
         "task": name,
@@ -175,7 +171,7 @@ def _train_task(name, quick=False, alpha=0.25, clock=None):
         "quantized_accuracy": round(quant_acc, 4),
         "emulator_accuracy": round(emu_acc, 4),
         "bit_exact": bit_exact,
-        "program_bytes": len(data),
+        "program_bytes": result.program_bytes,
         "params": int(model.count_params()),
         "emulator_images_per_s": round(len(x_test) / emu_seconds, 1),
     }
