@@ -4,6 +4,7 @@
 #                      AddressSanitizer and UBSan (-fno-sanitize-recover).
 #   run_program_asan   standalone kernel runner under ASan/UBSan (no TensorFlow).
 # Usage: tools/fuzz/build.sh [fuzz_program] [run_program_asan]   (default: both)
+# Env: FUZZ_CC_DIR (sources, default keras_nna/runtime/cc), FUZZ_OUT (default build/fuzz).
 # A binary is rebuilt only when its sources changed (hash in build/fuzz/<name>.stamp).
 # Needs clang with compiler-rt (Debian: apt-get install -y clang libclang-rt-14-dev).
 # Sources: every keras_nna/runtime/cc/*.cc except run_op.cc (the TensorFlow
@@ -15,9 +16,9 @@ if [ -z "$CXX" ]; then
   echo "build.sh: clang++ not found; install it: apt-get install -y clang libclang-rt-14-dev" >&2
   exit 3
 fi
-OUT=build/fuzz
+OUT="${FUZZ_OUT:-build/fuzz}"          # where binaries go
+CC_DIR="${FUZZ_CC_DIR:-keras_nna/runtime/cc}"  # sources (long_run.sh: a committed snapshot)
 mkdir -p "$OUT"
-CC_DIR=keras_nna/runtime/cc
 SRCS=()
 for f in "$CC_DIR"/*.cc; do
   [ "$(basename "$f")" = run_op.cc ] || SRCS+=("$f")

@@ -8,6 +8,10 @@
 #
 # Usage: tools/fuzz/long_run.sh [RUNS=1000000] [ORACLE=20000] [JOBS=1]
 #   JOBS>1 runs that many libFuzzer workers (-fork), RUNS split between them.
+# Env: FUZZ_COMMIT (default HEAD): libFuzzer runs on the parser and kernels
+#   of that commit (git archive of keras_nna/runtime/cc), not the working tree;
+#   the Python oracle runs on the installed package (working tree), whose
+#   modified files are listed in the summary.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${1:-1000000}
@@ -15,13 +19,20 @@ ORACLE=${2:-20000}
 JOBS=${3:-1}
 OUT=build/fuzz/long_run/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT/artifacts" "$OUT/corpus"
-tools/fuzz/build.sh fuzz_program || exit 3
+COMMIT=$(git rev-parse "${FUZZ_COMMIT:-HEAD}")
+SRC=build/fuzz/src/$COMMIT
+if [ ! -d "$SRC" ]; then
+  mkdir -p "$SRC.tmp" && git archive "$COMMIT" keras_nna/runtime/cc | tar -x -C "$SRC.tmp" && mv "$SRC.tmp" "$SRC"
+fi
+FUZZ_CC_DIR="$SRC/keras_nna/runtime/cc" FUZZ_OUT="build/fuzz/bin-$COMMIT" tools/fuzz/build.sh fuzz_program || exit 3
+BIN="build/fuzz/bin-$COMMIT/fuzz_program"
 [ -d build/fuzz/corpus ] || python tools/fuzz/make_corpus.py || exit 3
 # The 96x96 AkidaNet (~140 KB) is left out of the libFuzzer corpus: parse-only
 # and slow under ASan; the smaller nets cover the same kinds.
 find build/fuzz/corpus -type f -size -65k -exec cp {} "$OUT/corpus/" \;
 {
-  echo "commit: $(git rev-parse HEAD)"
+  echo "libFuzzer on commit: $COMMIT (keras_nna/runtime/cc from git, not the working tree)"
+  echo "python oracle on the working tree at HEAD $(git rev-parse HEAD)"
   echo "modified runtime/reader files: $(git status --short keras_nna/runtime/cc keras_nna/export | tr '\n' ' ')"
   echo "start: $(date -u +%FT%TZ)  runs: $RUNS  oracle programs: $ORACLE  jobs: $JOBS"
 } | tee "$OUT/summary.txt"
@@ -34,7 +45,7 @@ else
   LIMIT="-runs=$RUNS"
 fi
 # shellcheck disable=SC2086
-build/fuzz/fuzz_program "$OUT/corpus" $LIMIT $FORK -timeout=10 -rss_limit_mb=1024 -max_len=65536 \
+"$BIN" "$OUT/corpus" $LIMIT $FORK -timeout=10 -rss_limit_mb=1024 -max_len=65536 \
   -print_final_stats=1 -artifact_prefix="$OUT/artifacts/" > "$OUT/libfuzzer.log" 2>&1
 rc=$?
 secs=$(( $(date +%s) - start ))
