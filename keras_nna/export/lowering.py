@@ -24,18 +24,20 @@ Example:
 """
 
 import math
+import re
+import struct
 
 import keras
 import numpy as np
 
-from keras_nna.export.bytecode import BytecodeError, accumulator_bounds
+from keras_nna.export.bytecode import BytecodeError, accumulator_bounds, read_program, write_program
 from keras_nna.export.program import LayerRecord, Program, same_padding
 from keras_nna.quantization.pooling import (
     QuantizedAveragePooling2D,
     QuantizedGlobalAveragePooling2D,
 )
 from keras_nna.quantization.checks import check_not_keras_quantized
-from keras_nna.quantization.layer_kinds import keras3_type_error, layer_kind
+from keras_nna.quantization.layer_kinds import keras3_type_error, layer_kind, unwrap
 from keras_nna.quantization.quantizers import reciprocal_multiplier
 from keras_nna.quantization.wrapper import is_quantize_wrapper
 
@@ -132,11 +134,13 @@ class _Chain:
 
     def __init__(self, in_shape):
         self.records = []
+        self.owners = []  # the Keras layer that produced each record
         self.shape, self.bits, self.f_in = in_shape, 8, 0
         self.input_scale = 1.0
 
-    def append(self, rec):
+    def append(self, rec, layer):
         self.records.append(rec)
+        self.owners.append(layer)
         self.shape, self.bits, self.f_in = rec.out_shape, rec.out_bits, rec.out_exp
 
 
@@ -245,13 +249,21 @@ def _check_output(model, records):
         )
 
 
-def export_model(model, path=None):
+def export_model(model, path=None, limits=None):
     """Lowers a quantized model to an integer program (and writes it).
+
+    The program is serialised and re-read with the package's own reader
+    (`read_program(write_program(program))`) before it is returned or
+    written, so export refuses exactly what `read_program` and the emulator
+    would refuse, naming the Keras layer of the failing instruction.
 
     Args:
         model: A model returned by `quantize_model` (trained or not): a chain
             from one uint8 image input to one output.
         path: Optional file path; the bytecode is written there.
+        limits: Optional whole-program limits passed to `read_program`
+            (`read_program(data, limits=limits)`), to export a trusted program
+            larger than the defaults. Defaults to `None` (the reader's defaults).
 
     Returns:
         The `Program` (call `.to_bytes()` for the bytecode).
@@ -259,8 +271,11 @@ def export_model(model, path=None):
     Raises:
         ExportError: If `model` is not a Keras 3 model, a layer is not
             supported (also a layer that Keras' own `model.quantize` rewrote),
-            the graph is not a chain, or a value range exceeds what the
-            accelerator represents. The message names the layer and why.
+            the graph is not a chain, a value range exceeds what the
+            accelerator represents, or the program's writer or reader refuses
+            an instruction (e.g. a kernel larger than 15, a field wider than
+            its bytes, an input beyond the header limits). The message names
+            the layer and why.
 
     Example:
 
@@ -291,12 +306,79 @@ def export_model(model, path=None):
         if not chain.records and rec.kind in ("maxpool", "avgpool"):
             raise _err(layer, "pooling cannot read the raw input image",
                        "Start the model with a conv or dense layer.")
-        chain.append(rec)
+        chain.append(rec, layer)
     _check_output(model, chain.records)
     program = Program(in_shape, 8, chain.records, chain.input_scale)
+    data = _validated_bytes(model, program, chain.owners, limits)
     if path is not None:
-        try:
-            program.save(path)
-        except BytecodeError as err:
-            raise ExportError(str(err)) from err
+        with open(path, "wb") as f:
+            f.write(data)
     return program
+
+
+_FIX = ("Fix: change this layer (kernel size, strides, padding, number of units or channels) or "
+        "the model input so that every instruction stays within the limits of docs/bytecode.md.")
+_WHERE = re.compile(r"^Invalid program: (?:layer (\d+) \([^)]*\)|([a-z ]+)): ")
+
+
+def _write_failure(program):
+    """Index of the first record `write_program` cannot encode (`None`: the header)."""
+    for end in range(len(program.layers) + 1):
+        try:
+            write_program(Program(program.input_shape, program.input_bits, program.layers[:end],
+                                  program.input_scale))
+        except (BytecodeError, struct.error):
+            return end - 1 if end else None
+    return None
+
+
+_LIMITS_FIX = ("Fix: make the model smaller (input size, channels, layers) to fit the reader's "
+               "whole-program limits (docs/bytecode.md, \"Program limits\"), or, for a program "
+               "you trust, raise them with export_model(model, limits={...}).")
+
+
+def _refusal(model, owners, index, reason, fix=_FIX):
+    """The `ExportError` for a program the package's own writer or reader refuses."""
+    if index is not None and 0 <= index < len(owners):
+        layer = owners[index]
+        return ExportError(f"Cannot export layer '{layer.name}' ({type(unwrap(layer)).__name__}, "
+                           f"instruction {index}): {reason}. {fix}")
+    if fix is _LIMITS_FIX:
+        return ExportError(f"Cannot export model '{model.name}': {reason}. {fix}")
+    shape = tuple(model.inputs[0].shape[1:])
+    return ExportError(f"Cannot export the input layer of model '{model.name}' (shape {shape}): "
+                       f"{reason}. Fix: resize the model input to fit the header limits of "
+                       "docs/bytecode.md.")
+
+
+def _validated_bytes(model, program, owners, limits):
+    """Serialises `program` and re-reads it with the package's reader (one rule for every limit).
+
+    A program the writer cannot encode or the reader refuses becomes an
+    `ExportError` naming the Keras layer of the failing instruction.
+    """
+    try:
+        data = write_program(program)
+    except (BytecodeError, struct.error) as err:
+        reason = str(err).split("does not fit the format: ")[-1]
+        index = _write_failure(program)
+        rec = program.layers[index] if index is not None else None
+        what = (f"its instruction ({rec.kind}, in_shape {tuple(rec.in_shape)}, out_shape "
+                f"{tuple(rec.out_shape)}) does not fit the bytecode fields" if rec is not None
+                else "the program header does not fit the bytecode fields")
+        raise _refusal(model, owners, index, f"{what} ({reason})") from err
+    try:
+        read_program(data) if limits is None else read_program(data, limits=limits)
+    except BytecodeError as err:
+        match = _WHERE.match(str(err))
+        reason = str(err)[match.end():] if match else str(err)
+        if match and match.group(1):
+            index, fix = int(match.group(1)), _FIX
+        elif match and match.group(2) == "header":
+            index, fix = None, _FIX
+        else:  # a whole-program limit; a per-layer one says "(layer i)"
+            layer = re.search(r"\(layer (\d+)\)", reason)
+            index, fix = (int(layer.group(1)) if layer else None), _LIMITS_FIX
+        raise _refusal(model, owners, index, f"the program reader refuses it: {reason}",
+                       fix) from err
+    return data
