@@ -26,7 +26,11 @@ import numpy as np
 from keras_nna.export.format import (  # noqa: F401  (MAX_LAYERS...: importable from here too)
     CRC, HEADER, INSTR, KIND_NAMES, KINDS, MAGIC, MAX_LAYERS, POOL_RQ, POOLS, RQ_ENTRY, VERSION,
     WEIGHTED, BytecodeError, crc32, instruction, peek_header, program_bytes)
+from keras_nna.export.format import HEADER_OFFSETS as _AT
 from keras_nna.export.format import fail as _fail
+from keras_nna.export.limits import (  # noqa: F401  (accumulator_bounds: importable here too)
+    MAX_TENSOR_ELEMENTS, accumulator_bounds, check_bounds, check_layer_size, check_limits,
+    check_output_exp, input_scale_error, layer_costs, resolve_limits)
 from keras_nna.export.program import LayerRecord, Program, conv_output_size
 
 __all__ = ["BytecodeError", "load_program", "write_program", "read_program", "pack_codes",
@@ -43,10 +47,16 @@ def pack_codes(codes, bits):
 
 
 def unpack_codes(data, count, bits):
-    """Inverse of `pack_codes` (`data` must hold at least count*bits bits)."""
-    stream = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")[: count * bits]
-    fields = stream.reshape(count, bits).astype(np.int64) @ (1 << np.arange(bits, dtype=np.int64))
-    return np.where(fields >= 1 << (bits - 1), fields - (1 << bits), fields)
+    """Inverse of `pack_codes` (`data` must hold at least count*bits bits), in 2^20-value
+    chunks: the result (int64) is the only allocation that grows with `count`."""
+    buf, out = np.frombuffer(data, np.uint8), np.empty(count, np.int64)
+    place = 1 << np.arange(bits, dtype=np.int64)
+    for start in range(0, count, 1 << 20):  # chunks start on byte boundaries
+        n, b0 = min(1 << 20, count - start), start * bits // 8
+        stream = np.unpackbits(buf[b0: b0 + -(-n * bits // 8)], bitorder="little")[: n * bits]
+        out[start: start + n] = stream.reshape(n, bits).astype(np.int64) @ place
+    out[out >= 1 << (bits - 1)] -= 1 << bits
+    return out
 
 
 def _encode_kernel(codes, bits):
@@ -147,8 +157,7 @@ def _read_kernel(pool, where, off, length, enc, bits, count):
         blob, tail = blob[nbm:], nnz * bits
     else:
         _fail(where, f"unknown weight encoding {enc}")
-    bits_all = np.unpackbits(np.frombuffer(blob, np.uint8), bitorder="little")
-    if bits_all[tail:].any():
+    if tail % 8 and blob[tail // 8] >> (tail % 8):  # lengths are exact: one partial byte
         _fail(where, "non-zero padding bits after the packed kernel")
     qmax = (1 << (bits - 1)) - 1
     if np.any(np.abs(codes) > qmax):
@@ -156,19 +165,27 @@ def _read_kernel(pool, where, off, length, enc, bits, count):
     return codes
 
 
-def read_program(data):
+def read_program(data, limits=None):
     """Parses and validates bytecode.
+
+    The whole program is held to the program limits (`keras_nna.export.limits`,
+    "Program limits" in `docs/bytecode.md`) from its shapes, before any
+    constant is decoded.
 
     Args:
         data: `bytes` (or bytes-like) of a program.
+        limits: Optional dict raising some of `DEFAULT_LIMITS` (`max_work`,
+            `max_activation_bytes`, `max_constant_bytes`) for a trusted program.
 
     Returns:
         The `Program`.
 
     Raises:
-        BytecodeError: If any field is invalid; the message names it.
+        BytecodeError: If any field is invalid or a limit is exceeded; the
+            message names it.
+        ValueError: For an unknown limit or one that is not an integer >= 1.
     """
-    data = bytes(data)
+    data, limits = bytes(data), resolve_limits(limits)
     header = peek_header(data)
     if CRC.unpack_from(data, len(data) - CRC.size)[0] != crc32(data[:-CRC.size]):
         _fail("file", "CRC-32 mismatch (corrupted bytes)")
@@ -178,24 +195,33 @@ def read_program(data):
         _fail("header", f"input shape {(ih, iw, ic)} outside limits")
     if not 1 <= ibits <= 8 or header.flags or header.reserved0 or header.reserved1:
         _fail("header", f"in_bits {ibits} / flags {header.flags} / reserved fields invalid")
-    if not np.isfinite(iscale) or iscale <= 0:
-        _fail("header", f"input_scale {iscale} must be finite and > 0")
+    scale_error = input_scale_error(struct.unpack_from("<I", data, _AT["input_scale"])[0])
+    if scale_error:
+        _fail("header", scale_error)
+    if ih * iw * ic > MAX_TENSOR_ELEMENTS:
+        _fail("header", f"input of {ih * iw * ic} elements exceeds {MAX_TENSOR_ELEMENTS}")
     pool = data[HEADER.size + INSTR.size * header.n_layers: -CRC.size]
-    layers = []
+    layers, costs = [], []
     prev = ((ih, iw, ic), ibits, None)
-    for i in range(header.n_layers):
-        rec = _parse_instr(instruction(data, i), i, pool, prev, i == header.n_layers - 1)
-        layers.append(rec)
+    for i in range(header.n_layers):  # shapes first: limits are checked before decoding
+        f = instruction(data, i)
+        rec, where = _parse_instr(f, i, prev, i == header.n_layers - 1)
+        layers.append((rec, f, where))
+        costs.append(layer_costs(f))
         prev = (rec.out_shape, rec.out_bits, rec.out_exp)
-    return Program((ih, iw, ic), ibits, layers, float(iscale))
+    check_limits(costs, limits)
+    for rec, f, where in layers:
+        _READERS[rec.kind][1](rec, f, pool, where)
+    return Program((ih, iw, ic), ibits, [rec for rec, _, _ in layers], float(iscale))
 
 
-def load_program(program):
+def load_program(program, limits=None):
     """Returns a `Program` from bytecode, a path to a bytecode file, or a `Program`.
 
     Args:
         program: `bytes`-like bytecode, a path (`str` or `os.PathLike`), or a
             `Program` (returned as is).
+        limits: Program limits for bytes (see `read_program`).
 
     Returns:
         The `Program` (validated when read from bytes).
@@ -216,11 +242,12 @@ least 36 (header + CRC): the file is truncated or not a program
     if isinstance(program, Program) or (hasattr(program, "layers")
                                         and hasattr(program, "input_shape")):
         return program
-    return read_program(program_bytes(program))
+    return read_program(program_bytes(program), limits)
 
 
-def _parse_instr(f, i, pool, prev, last):
-    """Validates instruction `f` (an `Instr`) after `prev = (shape, bits, exp)`."""
+def _parse_instr(f, i, prev, last):
+    """Validates instruction `f` (an `Instr`) after `prev = (shape, bits, exp)`, all but
+    its constants; returns `(LayerRecord, where)`."""
     kind = KIND_NAMES.get(f.kind)
     if kind is None:
         _fail(f"layer {i}", f"unknown kind {f.kind} (expected 1..{len(KINDS)})")
@@ -247,19 +274,20 @@ def _parse_instr(f, i, pool, prev, last):
             _fail(where, "raw output must have out_exp 0")
     elif not 1 <= f.out_bits <= 8:
         _fail(where, f"out_bits {f.out_bits} outside 1..8")
+    if last:
+        check_output_exp(f.out_bits, f.out_exp, where)
     if not weighted and (f.out_bits != f.in_bits
                          or (prev_exp is not None and f.out_exp != prev_exp)):
         _fail(where, "pools and flatten keep the input's bits and step")
-    check_shape, read_constants = _READERS[kind]
-    check_shape(f, kind, where)
+    _READERS[kind][0](f, kind, where)
     if kind not in POOLS and (f.pool_h or f.pool_w):
         _fail(where, "pool window set on a non-pool layer")
     if kind in POOLS and (f.kh, f.kw) != (1, 1):
         _fail(where, f"pools keep kh = kw = 1 (window in pool_h/pool_w), got {(f.kh, f.kw)}")
     if not weighted and f.acc_wide:
         _fail(where, "acc_wide must be 0 for pools and flatten")
-    read_constants(rec, f, pool, where)
-    return rec
+    check_layer_size(f, where)
+    return rec, where
 
 
 def _pads(f):
@@ -331,7 +359,7 @@ def _read_weighted(rec, f, pool, where):
     rec.m, rec.n, rec.sh = (np.array(v, np.int64) for v in zip(*entries))
     if np.any(rec.sh < 1) or np.any(rec.sh > 62):
         _fail(where, "requantization shift outside 1..62")
-    _check_bounds(rec, where)
+    check_bounds(rec, where)
 
 
 def _check_no_kernels(f, where):
@@ -369,27 +397,3 @@ _READERS = {
 }
 """Per layer kind: `(shape check, constant reader)`."""
 assert set(_READERS) == set(KINDS)
-
-
-def accumulator_bounds(rec):
-    """Worst-case |accumulator| per output channel (and of the depthwise stage)."""
-    in_max = (1 << rec.in_bits) - 1
-    w = np.abs(rec.weights)
-    if rec.kind == "conv":
-        return in_max * w.sum(axis=(0, 1, 2)), 0
-    if rec.kind == "depthwise":
-        return in_max * w.sum(axis=(0, 1)), 0
-    if rec.kind == "dense":
-        return in_max * w.sum(axis=0), 0
-    dw = in_max * w.sum(axis=(0, 1))
-    return dw @ np.abs(rec.weights2), int(dw.max(initial=0))
-
-
-def _check_bounds(rec, where):
-    acc, mid = accumulator_bounds(rec)
-    worst_acc = max(int(acc.max(initial=0)), mid)
-    if worst_acc >= 1 << 31 and not rec.acc_wide:
-        _fail(where, f"accumulator bound {worst_acc} needs acc_wide=1")
-    z = [int(a) * abs(int(m)) + abs(int(n)) for a, m, n in zip(acc, rec.m, rec.n)]
-    if max(z, default=0) >= 1 << 53:
-        _fail(where, "worst-case requantization value reaches 2^53")

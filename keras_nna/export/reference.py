@@ -132,13 +132,14 @@ def _finish(rec, acc, synops):
     return codes, values, synops
 
 
-def run_reference(program, images):
+def run_reference(program, images, limits=None):
     """Runs a program on a batch with numpy.
 
     Args:
         program: A `Program`, bytecode (`bytes`, validated first) or a path
             to a bytecode file.
         images: uint8 array `(N, H, W, C)` (or one image `(H, W, C)`).
+        limits: Program limits raised for trusted bytecode (see `read_program`).
 
     Returns:
         `(outputs, stats)`: float32 outputs `(N, *program.output_shape)` and
@@ -150,7 +151,7 @@ def run_reference(program, images):
         keras_nna.export.BytecodeError: If `program` is invalid bytecode.
         FileNotFoundError: If a program path does not exist.
     """
-    program = load_program(program)
+    program = load_program(program, limits)
     x = check_images(program, images).astype(np.int64)
     n = x.shape[0]
     stats = np.zeros((n, len(program.layers), len(STAT_NAMES)), np.int64)

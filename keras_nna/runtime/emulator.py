@@ -22,11 +22,10 @@ Quick start::
 ``run_program(program, images)`` runs on the op, or on the numpy reference
 when the op cannot be loaded, and says which it used.
 
-Inputs are uint8 codes in NHWC layout. Integer or float arrays holding whole
-numbers in range are accepted and converted; anything else is rejected with a
-message (round and clip yourself: ``np.clip(np.round(x), 0, 255).astype(np.uint8)``).
-NumPy inputs give NumPy outputs; tensors give tensors, so the emulator works
-eagerly, inside ``tf.function`` and in ``tf.data`` pipelines.
+Inputs are uint8 NHWC codes; whole numbers in range of other dtypes are
+converted, anything else is refused (``np.clip(np.round(x), 0, 255).astype(np.uint8)``).
+NumPy inputs give NumPy outputs; tensors give tensors (eager, ``tf.function``, ``tf.data``).
+A program must fit the program limits (docs/bytecode.md); ``limits=`` raises them.
 
 In Keras, wrap the program in :class:`EmulatorLayer`: it serialises the
 program (base64) in its config, so a model holding it saves and loads like
@@ -49,6 +48,7 @@ from keras_nna.export.format import (
     program_bytes,
 )
 from keras_nna.export.images import check_images, shape_error
+from keras_nna.export.limits import resolve_limits
 from keras_nna.export.program import LayerStats
 from keras_nna.runtime.op import MODES, load_op_library, nna_run
 
@@ -70,10 +70,12 @@ class Emulator:
             ``keras_nna.export.Program``.
         mode: kernel choice, ``"auto"`` (default, per layer by input density),
             ``"event"`` or ``"dense"``. Results and statistics are identical.
+        limits: optional dict raising program limits for a trusted program, e.g.
+            ``{"max_work": 2**38}`` (keys and defaults: ``keras_nna.export.limits``).
 
     Raises:
-        tf.errors.InvalidArgumentError: if the program is invalid.
-        ValueError: for an unknown ``mode``.
+        tf.errors.InvalidArgumentError: if the program is invalid or over a limit.
+        ValueError: for an unknown ``mode`` or limit.
         FileNotFoundError / IsADirectoryError: for a path that is not a file.
         TypeError: for a ``program`` of another type.
 
@@ -90,10 +92,10 @@ class Emulator:
     [[0.0, 6.0]]
     """
 
-    def __init__(self, program, mode="auto"):
+    def __init__(self, program, mode="auto", limits=None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}. Received: mode={mode!r}")
-        self.mode = mode
+        self.mode, self.limits = mode, resolve_limits(limits)
         names = None
         if hasattr(program, "layers") and hasattr(program, "to_bytes"):
             names = [getattr(rec, "name", "") or None for rec in program.layers]
@@ -107,7 +109,7 @@ class Emulator:
         h, w, c = (header.in_h, header.in_w, header.in_c) if header else (1, 1, 1)
         # Validation by the op itself: an empty batch parses the whole program.
         empty = tf.zeros((0, max(h, 1), max(w, 1), max(c, 1)), tf.uint8)
-        nna_run(data, empty, mode=mode)
+        nna_run(data, empty, mode=mode, limits=self.limits)
         self._input_shape = (h, w, c)
         self._input_bits = header.in_bits if header else 8
         self._input_scale = float(header.input_scale if header else 1.0)
@@ -214,7 +216,7 @@ class Emulator:
         """
         as_numpy = not tf.is_tensor(images)
         x = self.to_uint8(images)
-        outputs, stats = nna_run(self._program_arg(), x, mode=mode or self.mode)
+        outputs, stats = nna_run(self._program_arg(), x, mode=mode or self.mode, limits=self.limits)
         outputs.set_shape((x.shape[0],) + self.output_shape)
         stats.set_shape((x.shape[0], self.n_layers, len(STAT_NAMES)))
         if as_numpy and tf.executing_eagerly():
@@ -279,6 +281,7 @@ class EmulatorLayer(keras.layers.Layer):
             the base64 string found in a config.
         mode: ``"auto"``, ``"event"`` or ``"dense"`` (see :class:`Emulator`).
         return_stats: if True the layer returns ``(outputs, stats)``.
+        limits: program limits raised for a trusted program (see :class:`Emulator`).
         **kwargs: standard layer arguments (``name``, ...).
 
     Example:
@@ -288,7 +291,7 @@ class EmulatorLayer(keras.layers.Layer):
     >>> model = keras.Model(inputs, EmulatorLayer("model.nnab")(inputs))  # doctest: +SKIP
     """
 
-    def __init__(self, program, mode="auto", return_stats=False, **kwargs):
+    def __init__(self, program, mode="auto", return_stats=False, limits=None, **kwargs):
         kwargs.setdefault("trainable", False)
         super().__init__(**kwargs)
         if isinstance(program, str) and not os.path.exists(program):
@@ -297,13 +300,14 @@ class EmulatorLayer(keras.layers.Layer):
             except (ValueError, UnicodeEncodeError):  # neither base64 nor a file: say so
                 program_bytes(program)
                 raise
-        self.emulator = Emulator(program, mode=mode)
+        self.emulator = Emulator(program, mode=mode, limits=limits)
+        self.limits = dict(limits or {})
         self.mode = mode
         self.return_stats = bool(return_stats)
 
     def call(self, inputs):
         x = self.emulator.to_uint8(inputs)
-        outputs, stats = nna_run(self.emulator.program, x, mode=self.mode)
+        outputs, stats = nna_run(self.emulator.program, x, mode=self.mode, limits=self.limits)
         outputs.set_shape((x.shape[0],) + self.emulator.output_shape)
         stats.set_shape((x.shape[0], self.emulator.n_layers, len(STAT_NAMES)))
         return (outputs, stats) if self.return_stats else outputs
@@ -325,11 +329,11 @@ class EmulatorLayer(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(program=base64.b64encode(self.emulator.program).decode("ascii"),
-                      mode=self.mode, return_stats=self.return_stats)
+                      mode=self.mode, return_stats=self.return_stats, limits=self.limits)
         return config
 
 
-def run_program(program, images, executor="auto", mode="auto"):
+def run_program(program, images, executor="auto", mode="auto", limits=None):
     """Runs a program on the emulator op, or on the numpy reference.
 
     The one "emulator, else reference" rule of the package: the two give
@@ -346,6 +350,7 @@ def run_program(program, images, executor="auto", mode="auto"):
             reference when the op cannot be loaded). Defaults to ``"auto"``.
         mode: Kernel choice of the op (see :class:`Emulator`). Defaults to
             ``"auto"``.
+        limits: Program limits raised for a trusted program (see :class:`Emulator`).
 
     Returns:
         ``(outputs, stats, executor_name)``: float32 outputs, a
@@ -382,9 +387,9 @@ def run_program(program, images, executor="auto", mode="auto"):
                                    "`pip install --no-build-isolation .` or pass "
                                    "executor='reference'.") from err
         else:
-            outputs, stats = Emulator(program, mode=mode).run_with_stats(images)
+            outputs, stats = Emulator(program, mode=mode, limits=limits).run_with_stats(images)
             return outputs, stats, "emulator"
     from keras_nna.export.reference import run_reference
 
-    outputs, stats = run_reference(program, images)
+    outputs, stats = run_reference(program, images, limits=limits)
     return outputs, stats, "reference"

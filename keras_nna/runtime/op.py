@@ -25,6 +25,8 @@ import threading
 
 import tensorflow as tf
 
+from keras_nna.export.limits import resolve_limits
+
 __all__ = ["load_op_library", "nna_run", "MODES"]
 
 MODES = ("auto", "event", "dense")
@@ -109,7 +111,7 @@ def load_op_library():
         return _module
 
 
-def nna_run(program, images, mode="auto"):
+def nna_run(program, images, mode="auto", limits=None):
     """Runs the ``KerasNna>Run`` op.
 
     Args:
@@ -117,13 +119,17 @@ def nna_run(program, images, mode="auto"):
         images: uint8 tensor/array ``[N, H, W, C]`` matching the program header.
         mode: ``"auto"``, ``"event"`` or ``"dense"`` (kernel choice; results are
             identical).
+        limits: optional dict raising some program limits for a trusted program
+            (``max_work``, ``max_activation_bytes``, ``max_constant_bytes``; defaults
+            ``keras_nna.export.limits.DEFAULT_LIMITS``, docs/bytecode.md "Program
+            limits"). Work is per image: a batch of N costs N times as much.
 
     Returns:
         ``(outputs, stats)``: float32 ``[N, C]`` or ``[N, H, W, C]`` and int64
         ``[N, n_layers, 6]`` (docs/bytecode.md, "Statistics").
 
     Raises:
-        ValueError: for an unknown ``mode``.
+        ValueError: for an unknown ``mode`` or limit.
         tf.errors.InvalidArgumentError: for an invalid program or images that do
             not match it.
 
@@ -140,6 +146,7 @@ def nna_run(program, images, mode="auto"):
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}. Received: mode={mode!r}")
+    limits = resolve_limits(limits)
     if isinstance(program, (bytearray, memoryview)):
         program = bytes(program)
-    return load_op_library().keras_nna_run(program=program, images=images, mode=mode)
+    return load_op_library().keras_nna_run(program=program, images=images, mode=mode, **limits)

@@ -108,6 +108,42 @@ struct Layer {
   int64_t dense_macs = 0;
   int64_t weight_bytes = 0;
   int64_t in_elems = 0, out_elems = 0;
+  // Costs of this layer in the units of ProgramLimits (CheckSizeAndWork).
+  int64_t work = 0, activation_bytes = 0, constant_bytes = 0;
+};
+
+// Program-wide resource limits (docs/bytecode.md, "Program limits"), checked
+// from the shapes of every layer before any constant is decoded. The same
+// numbers, defaults and formulas are keras_nna.export.format.DEFAULT_LIMITS /
+// layer_costs in Python. A caller raises them explicitly for a trusted
+// program (op attributes max_work, max_activation_bytes, max_constant_bytes).
+//   max_work: sum over layers of the worst-case operations of one image
+//     (dense_macs, pools out_elems*window, plus in_elems + out_elems).
+//   max_activation_bytes: largest per-layer working set of one image and
+//     thread: 18 bytes per element of the layer's largest tensor (two code
+//     buffers, two int64 accumulators) + the zero-padded input of the conv
+//     kinds ((in_h+pads)*(in_w+pads)*ceil4(in_c) bytes).
+//   max_constant_bytes: decoded constants: 2 bytes per kernel weight (int16)
+//     + 16 bytes per output channel of kinds 1-4.
+#define KERAS_NNA_DEFAULT_MAX_WORK 34359738368            /* 2^35 */
+#define KERAS_NNA_DEFAULT_MAX_ACTIVATION_BYTES 1073741824 /* 2^30 */
+#define KERAS_NNA_DEFAULT_MAX_CONSTANT_BYTES 134217728    /* 2^27 */
+struct ProgramLimits {
+  int64_t max_work = KERAS_NNA_DEFAULT_MAX_WORK;
+  int64_t max_activation_bytes = KERAS_NNA_DEFAULT_MAX_ACTIVATION_BYTES;
+  int64_t max_constant_bytes = KERAS_NNA_DEFAULT_MAX_CONSTANT_BYTES;
+  bool operator==(const ProgramLimits& o) const {
+    return max_work == o.max_work && max_activation_bytes == o.max_activation_bytes &&
+           max_constant_bytes == o.max_constant_bytes;
+  }
+};
+
+// What a program costs, in the units of ProgramLimits (filled by the parser).
+struct ProgramCosts {
+  int64_t work = 0;              // sum over layers
+  int64_t activation_bytes = 0;  // max over layers
+  int64_t constant_bytes = 0;    // sum over layers
+  int peak_layer = 0;            // layer of the activation peak
 };
 
 struct Program {
@@ -118,15 +154,19 @@ struct Program {
   // Output of the program, per image.
   int out_h = 0, out_w = 0, out_c = 0;
   bool out_rank1 = false;  // out_h == out_w == 1: output [N, out_c]
+  ProgramCosts costs;
 };
 
 uint32_t Crc32(const uint8_t* data, size_t n);
 
 // Parses and validates `size` bytes. On success returns true and fills
 // *program; otherwise returns false and sets *error to a reason naming the
-// offending field (layer index, expected vs got).
+// offending field (layer index, expected vs got). The whole program is held
+// to `limits` (default ProgramLimits()) before any constant is decoded.
 bool ParseProgram(const uint8_t* data, size_t size, Program* program,
                   std::string* error);
+bool ParseProgram(const uint8_t* data, size_t size, const ProgramLimits& limits,
+                  Program* program, std::string* error);
 
 }  // namespace keras_nna
 

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "program.h"
 #include "program_parse_internal.h"
@@ -39,8 +40,14 @@ bool ParseInput(const uint8_t* data, Program* prog, const Fail& fail) {
   if (prog->in_bits < 1 || prog->in_bits > 8) return fail("header.in_bits: expected 1-8, got ", prog->in_bits);
   if (data[19] != 0) return fail("header.flags: expected 0, got ", int(data[19]));
   std::memcpy(&prog->input_scale, data + 20, 4);
-  if (!(std::isfinite(prog->input_scale) && prog->input_scale > 0.f)) {
-    return fail("header.input_scale: expected a finite value > 0, got ", prog->input_scale);
+  // A normal, positive, finite float32, decided on the bits: TensorFlow's
+  // threads flush denormals, so a float comparison would see 0 there.
+  const uint32_t scale_bits = U32(data + 20), scale_exp = (scale_bits >> 23) & 0xFF;
+  if ((scale_bits >> 31) != 0 || scale_exp == 0 || scale_exp == 0xFF) {
+    std::ostringstream s;
+    s << "header.input_scale: expected a normal positive finite float32 (1.18e-38 to 3.4e38), got "
+      << double(prog->input_scale) << " (bits 0x" << std::hex << scale_bits << ")";
+    return fail(s.str());
   }
   if (U32(data + 24) != 0 || U32(data + 28) != 0) return fail("header.reserved (offsets 24-31): expected 0");
   const int64_t in_elems = int64_t(prog->in_h) * prog->in_w * prog->in_c;
@@ -85,6 +92,12 @@ bool ParseCommon(const uint8_t* p, bool last, const Layer& prev, int prev_exp, L
   } else if (L->out_bits > 8) {
     return fail("out_bits: expected 0-8, got ", L->out_bits);
   }
+  // Edge-value rule (docs/bytecode.md, "Output"): on the last layer every
+  // code q = 1 .. 2^out_bits - 1 times 2^-out_exp is a normal finite float32.
+  if (last && !L->raw && (L->out_exp > 126 || L->out_exp < L->out_bits - 128)) {
+    return fail("out_exp: expected ", L->out_bits - 128, " to 126 on the last layer (every output code q * 2^-out_exp "
+                "must be a normal finite float32 for out_bits ", L->out_bits, "), got ", L->out_exp);
+  }
   if (!weighted) {
     if (L->out_bits != L->in_bits) return fail("out_bits: expected ", L->in_bits, " (= in_bits), got ", L->out_bits);
     if (L->index > 0 && L->out_exp != prev_exp) {
@@ -100,22 +113,57 @@ bool ParseCommon(const uint8_t* p, bool last, const Layer& prev, int prev_exp, L
   return true;
 }
 
-bool ParseLayer(const uint8_t* p, const parse::Pool& pool, int i, bool last, const Layer& prev,
-                int prev_exp, Layer* L, std::string* error) {
-  const Fail fail(error, "layer " + std::to_string(i) + " (" + KindName(p[0]) + "): ");
+Fail LayerFail(std::string* error, int i, int kind) {
+  return Fail(error, "layer " + std::to_string(i) + " (" + KindName(kind) + "): ");
+}
+
+// Everything but the constants: common fields, geometry, sizes and costs.
+bool ParseLayer(const uint8_t* p, int i, bool last, const Layer& prev, int prev_exp, Layer* L,
+                parse::Instr* in, std::string* error) {
+  const Fail fail = LayerFail(error, i, p[0]);
   L->index = i;
   L->kind = p[0];
   if (L->kind < kConv || L->kind > kFlatten) return fail("kind: expected 1-7, got ", int(p[0]));
-  parse::Instr in;
-  if (!ParseCommon(p, last, prev, prev_exp, L, &in, fail)) return false;
+  if (!ParseCommon(p, last, prev, prev_exp, L, in, fail)) return false;
   bool ok = false;
   switch (L->kind) {
-    case kConv: case kDepthwise: case kSeparable: ok = ParseConvGeometry(in, L, fail); break;
-    case kDense: ok = ParseDenseGeometry(in, L, fail); break;
-    case kMaxPool: case kAvgPool: ok = ParsePoolGeometry(in, L, fail); break;
-    default: ok = ParseFlattenGeometry(in, L, fail); break;
+    case kConv: case kDepthwise: case kSeparable: ok = ParseConvGeometry(*in, L, fail); break;
+    case kDense: ok = ParseDenseGeometry(*in, L, fail); break;
+    case kMaxPool: case kAvgPool: ok = ParsePoolGeometry(*in, L, fail); break;
+    default: ok = ParseFlattenGeometry(*in, L, fail); break;
   }
-  return ok && CheckSizeAndWork(L, fail) && ParseConstants(in, pool, L, fail);
+  return ok && CheckSizeAndWork(L, fail);
+}
+
+// One limit: the program's value, the limit and how to raise it.
+bool CheckLimit(const char* name, const char* what, int64_t value, int64_t limit, const Fail& fail) {
+  if (value <= limit) return true;
+  return fail("program: ", what, " ", value, " exceeds the limit ", name, " = ", limit,
+              " (docs/bytecode.md, \"Program limits\"). For a trusted program raise it, e.g. "
+              "Emulator(program, limits={\"", name, "\": ", value, "}) or "
+              "read_program(data, limits={\"", name, "\": ", value, "}) (op attribute ", name,
+              "); work is per image: a batch costs N times as much");
+}
+
+// Sums the layers' costs into prog->costs and holds them to `limits`.
+bool CheckProgramLimits(Program* prog, const ProgramLimits& limits, std::string* error) {
+  ProgramCosts& c = prog->costs;
+  c = ProgramCosts();
+  for (const Layer& L : prog->layers) {
+    c.work += L.work;
+    c.constant_bytes += L.constant_bytes;
+    if (L.activation_bytes > c.activation_bytes) {
+      c.activation_bytes = L.activation_bytes;
+      c.peak_layer = L.index;
+    }
+  }
+  const Fail fail(error);
+  const std::string peak = "peak activation bytes (layer " + std::to_string(c.peak_layer) + ")";
+  return CheckLimit("max_work", "worst-case work per image (operations)", c.work, limits.max_work, fail) &&
+         CheckLimit("max_activation_bytes", peak.c_str(), c.activation_bytes, limits.max_activation_bytes,
+                    fail) &&
+         CheckLimit("max_constant_bytes", "decoded constant bytes", c.constant_bytes,
+                    limits.max_constant_bytes, fail);
 }
 
 // Magic, version, n_layers, total size and CRC. Sets *n_layers and *pool_size.
@@ -177,6 +225,11 @@ uint32_t Crc32(const uint8_t* data, size_t n) {
 }
 
 bool ParseProgram(const uint8_t* data, size_t size, Program* prog, std::string* error) {
+  return ParseProgram(data, size, ProgramLimits(), prog, error);
+}
+
+bool ParseProgram(const uint8_t* data, size_t size, const ProgramLimits& limits, Program* prog,
+                  std::string* error) {
   int n_layers = 0;
   uint64_t pool_size = 0;
   if (!ParseFraming(data, size, &n_layers, &pool_size, error)) return false;
@@ -190,11 +243,12 @@ bool ParseProgram(const uint8_t* data, size_t size, Program* prog, std::string* 
   const Layer* prev = &input;
   int prev_exp = 0;  // unused for layer 0: the image's step is input_scale, not a power of two
   prog->layers.assign(n_layers, Layer());
+  std::vector<parse::Instr> instrs(n_layers);
   prog->max_elems = size_t(int64_t(prog->in_h) * prog->in_w * prog->in_c);
   for (int i = 0; i < n_layers; ++i) {
     Layer& L = prog->layers[i];
-    if (!ParseLayer(data + kHeaderSize + kInstrSize * i, pool, i, i == n_layers - 1, *prev, prev_exp,
-                    &L, error)) {
+    if (!ParseLayer(data + kHeaderSize + kInstrSize * i, i, i == n_layers - 1, *prev, prev_exp, &L,
+                    &instrs[i], error)) {
       return false;
     }
     int64_t biggest = std::max(L.in_elems, L.out_elems);
@@ -202,6 +256,12 @@ bool ParseProgram(const uint8_t* data, size_t size, Program* prog, std::string* 
     prog->max_elems = std::max<size_t>(prog->max_elems, size_t(biggest));
     prev = &L;
     prev_exp = L.out_exp;
+  }
+  // Whole-program limits from the shapes, before any constant is decoded.
+  if (!CheckProgramLimits(prog, limits, error)) return false;
+  for (int i = 0; i < n_layers; ++i) {
+    Layer& L = prog->layers[i];
+    if (!ParseConstants(instrs[i], pool, &L, LayerFail(error, i, L.kind))) return false;
   }
   const Layer& last = prog->layers.back();
   prog->out_h = last.out_h;

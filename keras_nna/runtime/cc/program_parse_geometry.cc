@@ -2,6 +2,8 @@
 // window, strides, pads, output shape, tensor sizes and worst-case work.
 // All products are formed in int64 from fields of at most 16 bits, after the
 // factors they multiply are bounded (docs/bytecode.md, "Bounds").
+#include <algorithm>
+
 #include "program_parse_internal.h"
 
 namespace keras_nna {
@@ -47,6 +49,33 @@ bool CheckOut(const Layer& L, int64_t eh, int64_t ew, int64_t ec, const Fail& fa
 bool CheckWindowedOut(const Layer& L, int64_t ec, const Fail& fail) {
   return CheckOut(L, OutSize(L.in_h, L.pad_top, L.pad_bottom, L.kh, L.stride_h),
                   OutSize(L.in_w, L.pad_left, L.pad_right, L.kw, L.stride_w), ec, fail);
+}
+
+// The layer's costs in the units of ProgramLimits (program.h), from its
+// shapes alone; the same formulas as keras_nna.export.format.layer_costs.
+// Every factor is bounded (u16 shapes, <= 2^40 work, <= 2^28 elements), so
+// each value is < 2^45 and a sum over 1,024 layers < 2^55.
+void SetCosts(Layer* L, int64_t work) {
+  const int64_t positions = int64_t(L->out_h) * L->out_w;
+  const int64_t mid = L->kind == kSeparable ? positions * L->in_c : 0;
+  const int64_t elems = std::max(std::max(L->in_elems, L->out_elems), mid);
+  int64_t padded = 0;
+  if (L->kind <= kDense) {
+    padded = (int64_t(L->in_h) + L->pad_top + L->pad_bottom) *
+             (int64_t(L->in_w) + L->pad_left + L->pad_right) * ((int64_t(L->in_c) + 3) / 4 * 4);
+  }
+  const int64_t taps = int64_t(L->kh) * L->kw;
+  int64_t weights = 0;
+  switch (L->kind) {
+    case kConv: weights = taps * L->in_c * L->out_c; break;
+    case kDepthwise: weights = taps * L->in_c; break;
+    case kSeparable: weights = taps * L->in_c + int64_t(L->in_c) * L->out_c; break;
+    case kDense: weights = int64_t(L->in_c) * L->out_c; break;
+    default: break;
+  }
+  L->work = work + L->in_elems + L->out_elems;
+  L->activation_bytes = 18 * elems + padded;
+  L->constant_bytes = L->kind <= kDense ? 2 * weights + 16 * int64_t(L->out_c) : 0;
 }
 
 }  // namespace
@@ -129,6 +158,7 @@ bool CheckSizeAndWork(Layer* L, const Fail& fail) {
     return fail("worst-case work of ", work, " operations per image exceeds this emulator's limit of ",
                 kMaxLayerWork);
   }
+  SetCosts(L, work);
   return true;
 }
 

@@ -57,8 +57,9 @@ bool ParseDenseGeometry(const Instr& in, Layer* L, const Fail& fail);    // kind
 bool ParsePoolGeometry(const Instr& in, Layer* L, const Fail& fail);     // kinds 5-6
 bool ParseFlattenGeometry(const Instr& in, Layer* L, const Fail& fail);  // kind 7
 
-// Sets in/out elements and dense_macs; enforces kMaxTensorElements and
-// kMaxLayerWork (program_parse_geometry.cc).
+// Sets in/out elements, dense_macs and the layer's costs in the units of
+// ProgramLimits (work, activation_bytes, constant_bytes); enforces
+// kMaxTensorElements and kMaxLayerWork (program_parse_geometry.cc).
 bool CheckSizeAndWork(Layer* L, const Fail& fail);
 
 // Constants (program_parse_constants.cc): weight and requantization fields of

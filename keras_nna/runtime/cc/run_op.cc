@@ -34,33 +34,58 @@ namespace shape_inference = ::tensorflow::shape_inference;
 // skip parsing.
 class ProgramCache {
  public:
-  // Returns the parsed program, or nullptr with *error set.
-  std::shared_ptr<const Program> Get(const char* data, size_t size, std::string* error) {
+  // Returns the parsed program, or nullptr with *error set. Entries are keyed
+  // by the bytes and the limits they were accepted under.
+  std::shared_ptr<const Program> Get(const char* data, size_t size, const ProgramLimits& limits,
+                                     std::string* error) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (auto it = entries_.begin(); it != entries_.end(); ++it) {
-        if (it->first.size() == size && std::memcmp(it->first.data(), data, size) == 0) {
+        if (it->limits == limits && it->bytes.size() == size &&
+            std::memcmp(it->bytes.data(), data, size) == 0) {
           entries_.splice(entries_.begin(), entries_, it);
-          return entries_.front().second;
+          return entries_.front().program;
         }
       }
     }
     auto program = std::make_shared<Program>();
-    if (!ParseProgram(reinterpret_cast<const uint8_t*>(data), size, program.get(), error)) {
+    if (!ParseProgram(reinterpret_cast<const uint8_t*>(data), size, limits, program.get(), error)) {
       return nullptr;
     }
     PrepareProgram(program.get());  // kernel layouts, only for a validated program
     std::lock_guard<std::mutex> lock(mu_);
-    entries_.emplace_front(std::string(data, size), program);
+    entries_.push_front(Entry{std::string(data, size), limits, program});
     if (entries_.size() > kCapacity) entries_.pop_back();
     return program;
   }
 
  private:
+  struct Entry {
+    std::string bytes;
+    ProgramLimits limits;
+    std::shared_ptr<const Program> program;
+  };
   static constexpr size_t kCapacity = 8;
   std::mutex mu_;
-  std::list<std::pair<std::string, std::shared_ptr<const Program>>> entries_;
+  std::list<Entry> entries_;
 };
+
+// Reads the limit attributes (op or shape-inference context); each must be >= 1.
+template <typename Ctx>
+::tensorflow::Status GetLimits(Ctx* ctx, ProgramLimits* limits) {
+  const std::pair<const char*, int64_t*> attrs[] = {
+      {"max_work", &limits->max_work},
+      {"max_activation_bytes", &limits->max_activation_bytes},
+      {"max_constant_bytes", &limits->max_constant_bytes}};
+  for (const auto& a : attrs) {
+    TF_RETURN_IF_ERROR(ctx->GetAttr(a.first, a.second));
+    if (*a.second < 1) {
+      return errors::InvalidArgument("KerasNna>Run: attribute ", a.first, " must be >= 1, got ",
+                                     *a.second);
+    }
+  }
+  return ::tensorflow::OkStatus();
+}
 
 ProgramCache& Cache() {
   static ProgramCache* cache = new ProgramCache();
@@ -79,8 +104,10 @@ ProgramCache& Cache() {
     return ::tensorflow::OkStatus();
   }
   const tstring& bytes = program->scalar<tstring>()();
+  ProgramLimits limits;
+  TF_RETURN_IF_ERROR(GetLimits(c, &limits));
   std::string error;
-  auto p = Cache().Get(bytes.data(), bytes.size(), &error);
+  auto p = Cache().Get(bytes.data(), bytes.size(), limits, &error);
   if (!p) return errors::InvalidArgument("KerasNna>Run: invalid program: ", error);
   if (p->out_rank1) {
     c->set_output(0, c->MakeShape({n, p->out_c}));
@@ -91,10 +118,16 @@ ProgramCache& Cache() {
   return ::tensorflow::OkStatus();
 }
 
+#define KERAS_NNA_STR2(x) #x
+#define KERAS_NNA_STR(x) KERAS_NNA_STR2(x)
+
 REGISTER_OP("KerasNna>Run")
     .Input("program: string")
     .Input("images: uint8")
     .Attr("mode: {'auto', 'event', 'dense'} = 'auto'")
+    .Attr("max_work: int = " KERAS_NNA_STR(KERAS_NNA_DEFAULT_MAX_WORK))
+    .Attr("max_activation_bytes: int = " KERAS_NNA_STR(KERAS_NNA_DEFAULT_MAX_ACTIVATION_BYTES))
+    .Attr("max_constant_bytes: int = " KERAS_NNA_STR(KERAS_NNA_DEFAULT_MAX_CONSTANT_BYTES))
     .Output("outputs: float32")
     .Output("stats: int64")
     .SetShapeFn(ShapeFn)
@@ -105,6 +138,10 @@ program: scalar string, the program bytes; validated before anything runs.
 images: uint8 [N, H, W, C] matching the program header.
 mode: "event" (scatter from non-zero inputs), "dense" (direct dot products) or
   "auto" (per layer and image, by input density). All give identical results.
+max_work: most worst-case operations per image, summed over layers.
+max_activation_bytes: most bytes of one layer's working set (one image, one thread).
+max_constant_bytes: most bytes of decoded constants. The three limits are
+  docs/bytecode.md "Program limits"; raise them only for a trusted program.
 outputs: float32 [N, C] when the last layer's output is 1x1, else [N, H, W, C].
 stats: int64 [N, n_layers, 6]: events_in, synops, dense_macs, weight_bytes,
   act_bytes_in, events_out.
@@ -116,6 +153,7 @@ class RunOp : public OpKernel {
     std::string mode;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("mode", &mode));
     mode_ = mode == "event" ? Mode::kEvent : mode == "dense" ? Mode::kDense : Mode::kAuto;
+    OP_REQUIRES_OK(ctx, GetLimits(ctx, &limits_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -126,7 +164,7 @@ class RunOp : public OpKernel {
                                         program_t.shape().DebugString()));
     const tstring& bytes = program_t.scalar<tstring>()();
     std::string error;
-    std::shared_ptr<const Program> p = Cache().Get(bytes.data(), bytes.size(), &error);
+    std::shared_ptr<const Program> p = Cache().Get(bytes.data(), bytes.size(), limits_, &error);
     OP_REQUIRES(ctx, p != nullptr, errors::InvalidArgument("KerasNna>Run: invalid program: ", error));
     const TensorShape& s = images.shape();
     OP_REQUIRES(ctx,
@@ -177,6 +215,7 @@ class RunOp : public OpKernel {
  private:
   static bool TensorShapeUtilsIsScalar(const TensorShape& s) { return s.dims() == 0; }
   Mode mode_ = Mode::kAuto;
+  ProgramLimits limits_;
 };
 
 REGISTER_KERNEL_BUILDER(Name("KerasNna>Run").Device(::tensorflow::DEVICE_CPU), RunOp);
