@@ -160,3 +160,23 @@ def test_bad_limits_are_refused(nna, limits, match):
         Emulator(data, limits=limits)
     with pytest.raises(ValueError, match=match):
         read_program(data, limits=limits)
+
+
+def test_limits_reach_every_entry_point(nna):
+    """EmulatorLayer (and its config), run_program on both executors, run_reference."""
+    from keras_nna.export.reference import run_reference
+    from keras_nna.runtime.emulator import EmulatorLayer, run_program
+
+    data, _, in_shape, images = nna.random_program(np.random.default_rng(7))
+    work = sum(c[0] for c in _costs(data))
+    layer = EmulatorLayer(data, limits={"max_work": work})
+    clone = EmulatorLayer.from_config(layer.get_config())
+    assert clone.get_config()["limits"] == {"max_work": work}
+    assert np.array_equal(clone(images).numpy(), run_reference(data, images)[0])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="max_work"):
+        EmulatorLayer(data, limits={"max_work": work - 1})
+    with pytest.raises(tf.errors.InvalidArgumentError, match="max_work"):
+        run_program(data, images, "emulator", limits={"max_work": work - 1})
+    with pytest.raises(BytecodeError, match="max_work"):
+        run_program(data, images, "reference", limits={"max_work": work - 1})
+    assert run_program(data, images, "reference", limits={"max_work": work})[2] == "reference"
