@@ -8,7 +8,9 @@ step of every activation, and emits one `LayerRecord` per accelerator
 instruction. Each layer is lowered by the function `_LOWERERS` holds for its
 kind (`keras_nna.quantization.layer_kinds`; a `QuantizeWrapper` is kind
 `"quantized"`). Dropout, Identity and linear activations vanish; BatchNorm and
-ReLU are already folded into the wrappers.
+ReLU are already folded into the wrappers. Finally the program is serialised
+and re-read with the package's own reader, so export refuses exactly what
+`read_program` and the emulator refuse, naming the Keras layer at fault.
 
 Example:
 
@@ -322,14 +324,26 @@ _WHERE = re.compile(r"^Invalid program: (?:layer (\d+) \([^)]*\)|([a-z ]+)): ")
 
 
 def _write_failure(program):
-    """Index of the first record `write_program` cannot encode (`None`: the header)."""
-    for end in range(len(program.layers) + 1):
+    """Index of the first record `write_program` cannot encode (`None`: the header).
+
+    A prefix fails once it holds a failing record, so a bisection over prefix
+    lengths finds it with O(log n) writes.
+    """
+    def fails(end):
         try:
             write_program(Program(program.input_shape, program.input_bits, program.layers[:end],
                                   program.input_scale))
         except (BytecodeError, struct.error):
-            return end - 1 if end else None
-    return None
+            return True
+        return False
+
+    if fails(0):
+        return None
+    lo, hi = 0, len(program.layers)  # fails(lo) is False, fails(hi) is True
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fails(mid) else (mid, hi)
+    return hi - 1
 
 
 _LIMITS_FIX = ("Fix: make the model smaller (input size, channels, layers) to fit the reader's "
