@@ -27,6 +27,10 @@ first argument is the command; `keras-nna --help` lists them and
   for a smoke test). Its arguments pass through (`keras-nna demo -- ARGS`
   works too); the report directory is printed at the end.
 
+A program over one of the reader's limits (docs/bytecode.md, "Program limits") is
+refused with the limit named; for a trusted program `inspect`, `run` and `profile`
+take `--limit NAME=VALUE` (repeatable) to raise it.
+
 `run` and `profile` use the compiled emulator op and fall back to the numpy
 reference when the op is unavailable (`--executor` chooses explicitly).
 
@@ -48,39 +52,17 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
 
-import argparse  # noqa: E402
 import sys  # noqa: E402
 
+from keras_nna.cli_args import (  # noqa: E402  (standard library only: no TensorFlow)
+    _USAGE,
+    COMMANDS,
+    CliError,
+    build_parser,
+    parse_limits,
+)
+
 __all__ = ["COMMANDS", "CliError", "main", "run"]
-
-COMMANDS = ("export", "inspect", "run", "profile", "demo")
-"""The sub-commands, in the order `--help` lists them."""
-
-_SUMMARIES = {
-    "export": "write the bytecode of a quantized Keras model (.keras -> .nnab)",
-    "inspect": "validate a program and print one row per layer",
-    "run": "run a batch of uint8 images on a program, bit-exactly",
-    "profile": "run a batch and print the cost per inference on a hardware profile",
-    "demo": "the main job: train, quantize, export, emulate, report (~5-10 min)",
-}
-_USAGES = {
-    "export": "keras-nna export --model MODEL.keras --out PROGRAM.nnab",
-    "inspect": "keras-nna inspect PROGRAM.nnab",
-    "run": "keras-nna run PROGRAM.nnab --input BATCH.npy [--output OUT.npy] [--executor E]",
-    "profile": "keras-nna profile PROGRAM.nnab --input BATCH.npy [--profile NAME] "
-               "[--json COST.json] [--executor E]",
-    "demo": "keras-nna demo [--quick] [--tasks TASKS] [--out_dir DIR]",
-}
-_USAGE = "See keras-nna --help and keras-nna COMMAND --help."
-
-
-class CliError(Exception):
-    """A user error: printed as one line, exit status `code`."""
-
-    def __init__(self, message, code=1):
-        super().__init__(message)
-        self.code = code
-
 
 def _existing(path, what, flag=None):
     if not path:
@@ -97,7 +79,7 @@ def _existing(path, what, flag=None):
     return path
 
 
-def _program_arg(paths, command):
+def _program_arg(paths, command, limits=None):
     if len(paths) != 1:
         raise CliError(f"'{command}' expects exactly one program path, received "
                        f"{len(paths)}: {paths}. Usage: keras-nna {command} PROGRAM.nnab ...", 2)
@@ -105,9 +87,14 @@ def _program_arg(paths, command):
     from keras_nna.export.bytecode import BytecodeError, load_program  # numpy only
 
     try:
-        return load_program(path)
+        return load_program(path, limits=limits)
     except (BytecodeError, ValueError) as err:
-        raise CliError(f"'{path}' is not a valid keras_nna program: {_first_line(err)}. "
+        text = _first_line(err)
+        if "exceeds the limit" in text:
+            name = text.split("exceeds the limit ")[1].split(" ")[0]
+            raise CliError(f"'{path}' exceeds a program limit: {text.split('. For a')[0]}. For a "
+                           f"trusted program raise it with --limit {name}=VALUE.")
+        raise CliError(f"'{path}' is not a valid keras_nna program: {text}. "
                        "Re-export it with keras-nna export (format: docs/bytecode.md).")
 
 
@@ -129,7 +116,7 @@ def _load_images(path, program):
         raise CliError(str(err))
 
 
-def _execute(program, images, executor):
+def _execute(program, images, executor, limits=None):
     """Returns (outputs, stats, executor name)."""
     from keras_nna.runtime.emulator import EXECUTORS, run_program
 
@@ -137,7 +124,7 @@ def _execute(program, images, executor):
         raise CliError(f"unknown --executor={executor!r}; expected one of "
                        f"{', '.join(EXECUTORS)}.", 2)
     try:
-        return run_program(program, images, executor=executor)
+        return run_program(program, images, executor=executor, limits=limits)
     except RuntimeError as err:
         raise CliError(_first_line(err))
 
@@ -199,7 +186,7 @@ def _cmd_inspect(args):
 
     from keras_nna.export.format import weight_encodings
 
-    program = _program_arg(args.program, "inspect")
+    program = _program_arg(args.program, "inspect", parse_limits(args.limit))
     data = program.to_bytes()
     rows = []
     encodings = weight_encodings(data)
@@ -224,9 +211,9 @@ def _cmd_inspect(args):
 def _cmd_run(args):
     import numpy as np
 
-    program = _program_arg(args.program, "run")
+    program = _program_arg(args.program, "run", parse_limits(args.limit))
     images = _load_images(args.input, program)
-    outputs, _, executor = _execute(program, images, args.executor)
+    outputs, _, executor = _execute(program, images, args.executor, parse_limits(args.limit))
     print(f"Ran {len(images)} image(s) with the {executor}: outputs {outputs.shape} float32.")
     if 0 < len(images) <= 10:
         top = outputs.reshape(len(images), -1).argmax(axis=1)
@@ -244,9 +231,9 @@ def _cmd_profile(args):
         profile = get_profile(args.profile)
     except ValueError as err:
         raise CliError(str(err), 2)
-    program = _program_arg(args.program, "profile")
+    program = _program_arg(args.program, "profile", parse_limits(args.limit))
     images = _load_images(args.input, program)
-    _, stats, _ = _execute(program, images, args.executor)
+    _, stats, _ = _execute(program, images, args.executor, parse_limits(args.limit))
     report = estimate_cost(program, stats, profile)
     print(report.table())
     if args.json:
@@ -266,53 +253,6 @@ _HANDLERS = {"export": _cmd_export, "inspect": _cmd_inspect, "run": _cmd_run,
              "profile": _cmd_profile, "demo": _cmd_demo}
 
 
-class _Parser(argparse.ArgumentParser):
-    """Raises usage errors as `CliError` (one line, status 2) instead of exiting."""
-
-    def error(self, message):
-        raise CliError(f"{message}. See {self.prog} --help.", 2)
-
-
-def _add_batch_flags(parser, output):
-    parser.add_argument("--input", metavar="BATCH.npy",
-                        help="uint8 images [N, H, W, C] (or one [H, W, C] image) in a .npy file")
-    if output:
-        parser.add_argument("--output", metavar="OUT.npy", help="write the float32 outputs here")
-    parser.add_argument("--executor", default="auto", metavar="E",
-                        help="auto (the emulator op, else the numpy reference), emulator or "
-                             "reference (default: auto)")
-
-
-def _parser():
-    from keras_nna import __version__
-
-    listing = "\n".join(f"  {name:<9} {_SUMMARIES[name]}" for name in COMMANDS)
-    parser = _Parser(prog="keras-nna", usage="keras-nna [-h] [--version] COMMAND [ARGS]",
-                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                     description="Export, inspect, run and profile keras_nna programs (bytecode "
-                     f"for the event-based NNA); run the demo.\n\ncommands:\n{listing}",
-                     epilog="Run keras-nna COMMAND --help for a command's flags.")
-    parser.add_argument("--version", action="version", version=f"keras-nna {__version__}")
-    commands = parser.add_subparsers(dest="command", help=argparse.SUPPRESS)
-    sub = {name: commands.add_parser(name, prog=f"keras-nna {name}", usage=_USAGES[name],
-                                     description=_SUMMARIES[name]) for name in COMMANDS}
-    sub["export"].add_argument("--model", metavar="MODEL.keras",
-                               help="the quantized Keras model (saved with model.save)")
-    sub["export"].add_argument("--out", metavar="PROGRAM.nnab", help="the bytecode to write")
-    for name in ("inspect", "run", "profile"):
-        sub[name].add_argument("program", nargs="*", metavar="PROGRAM.nnab",
-                               help="an exported program")
-    _add_batch_flags(sub["run"], output=True)
-    _add_batch_flags(sub["profile"], output=False)
-    sub["profile"].add_argument("--profile", default="nna-1core", metavar="NAME",
-                                help="hardware profile: nna-1core or nna-8core "
-                                     "(default: nna-1core)")
-    sub["profile"].add_argument("--json", metavar="COST.json",
-                                help="also write the cost report as JSON")
-    sub["demo"].add_argument("args", nargs="*", help="see keras-nna demo --help")
-    return parser, sub
-
-
 def _first_line(err):
     text = str(getattr(err, "message", None) or err).strip()
     return text.splitlines()[0] if text else type(err).__name__
@@ -327,7 +267,7 @@ def _dispatch(argv):
                        f"{', '.join(COMMANDS)}. {_USAGE}", 2)
     if args[0] == "demo":  # the demo parses its own arguments
         return _cmd_demo(args[1:])
-    parser, sub = _parser()
+    parser, sub = build_parser()
     namespace, extra = parser.parse_known_args(args)
     if extra or namespace.command is None:
         where = sub[namespace.command] if namespace.command else parser

@@ -186,9 +186,9 @@ def test_global_help_lists_every_command(argv, capsys):
 
 @pytest.mark.parametrize("command,flags", [
     ("export", {"--model", "--out"}),
-    ("inspect", set()),
-    ("run", {"--input", "--output", "--executor"}),
-    ("profile", {"--input", "--profile", "--json", "--executor"}),
+    ("inspect", {"--limit"}),
+    ("run", {"--input", "--output", "--executor", "--limit"}),
+    ("profile", {"--input", "--profile", "--json", "--executor", "--limit"}),
     ("demo", {"--quick", "--tasks", "--out_dir"}),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_command_help_shows_its_own_flags(command, flags, capsys):
@@ -310,3 +310,16 @@ def test_truncated_keras_file_is_named(tmp_path, capsys):
     truncated.write_bytes(data[: len(data) // 2])
     assert _main("export", "--model", truncated, "--out", tmp_path / "x.nnab") == 1
     _one_error_line(capsys, "truncated or corrupt", "model.save")
+
+
+def test_limit_flag_raises_a_program_limit(files, capsys):
+    """Over a default limit: the error names the limit and the --limit flag that raises it."""
+    limit = "max_constant_bytes=8"
+    assert _main("inspect", files["prog"], "--limit", limit) == 1
+    err = _one_error_line(capsys, "max_constant_bytes", "--limit max_constant_bytes=VALUE")
+    assert "not a valid" not in err
+    assert _main("inspect", files["prog"], "--limit", "max_constant_bytes=100000") == 0
+    assert _main("run", files["prog"], "--input", files["batch"], "--limit", "max_work=10**9") == 2
+    _one_error_line(capsys, "NAME=INTEGER")
+    assert _main("run", files["prog"], "--input", files["batch"], "--limit", "max_speed=3") == 2
+    _one_error_line(capsys, "max_speed")
