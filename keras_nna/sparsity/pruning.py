@@ -38,7 +38,7 @@ Example:
 import numpy as np
 import keras
 
-from keras_nna._checks import check_number
+from keras_nna._checks import check_choice, check_number
 from keras_nna.sparsity import masks as masks_lib
 from keras_nna.sparsity.schedules import ConstantSparsity, check_sparsity, evaluate_schedule  # noqa: F401
 
@@ -48,9 +48,7 @@ _METHODS = ("percentage", "threshold")
 _SCOPES = ("layer", "global")
 
 
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f"Unknown `{name}`={value!r}. Expected one of {list(choices)}.")
+_check_choice = check_choice  # kept for filters.py / sensitivity.py
 
 
 def _check_threshold(threshold):
