@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -95,3 +96,24 @@ def test_libfuzzer_parser_and_kernels_short_run(seeds, tmp_path):
     assert run.returncode == 0, log[-4000:]
     execs = int(re.search(r"stat::number_of_executed_units:\s+(\d+)", log).group(1))
     assert execs > 1000, log[-2000:]
+
+
+@pytest.mark.parametrize("fault", ["output", "stats", "none"], ids=["output", "stats", "none"])
+def test_oracle_reports_a_difference_from_the_reference(seeds, monkeypatch, fault):
+    """check_program compares the op with run_reference: a one-ulp/one-count change is caught."""
+    import keras_nna.export as export
+
+    real = export.run_reference
+
+    def skewed(program, images):
+        out, stats = real(program, images)
+        out, stats = np.array(out, np.float32), np.array(stats)
+        if fault == "output":
+            out.reshape(-1).view(np.uint32)[0] += 1
+        elif fault == "stats":
+            stats[0, 0, 1] += 1
+        return out, stats
+
+    monkeypatch.setattr(export, "run_reference", skewed)
+    result = py_oracle.check_program(seeds[-1], max_work=10**9)
+    assert result["status"] == ("ran" if fault == "none" else "output_mismatch"), result

@@ -10,8 +10,8 @@
 #   JOBS>1 runs that many libFuzzer workers (-fork), RUNS split between them.
 # Env: FUZZ_COMMIT (default HEAD): libFuzzer runs on the parser and kernels
 #   of that commit (git archive of keras_nna/runtime/cc), not the working tree;
-#   the Python oracle runs on the installed package (working tree), whose
-#   modified files are listed in the summary.
+#   the Python oracle uses an op built from the same sources and the Python
+#   reader/reference of the working tree (modified files listed in the summary).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${1:-1000000}
@@ -26,13 +26,22 @@ if [ ! -d "$SRC" ]; then
 fi
 FUZZ_CC_DIR="$SRC/keras_nna/runtime/cc" FUZZ_OUT="build/fuzz/bin-$COMMIT" tools/fuzz/build.sh fuzz_program || exit 3
 BIN="build/fuzz/bin-$COMMIT/fuzz_program"
+# The op for the Python oracle, from the same committed sources (g++ -O3, as the package builds it).
+OP_SO="build/fuzz/bin-$COMMIT/_nna_ops.so"
+if [ ! -f "$OP_SO" ]; then
+  TFFLAGS=$(python -c "import tensorflow as tf; print(' '.join(tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags()))" 2>/dev/null)
+  # shellcheck disable=SC2086
+  g++ "$SRC"/keras_nna/runtime/cc/*.cc -I"$SRC/keras_nna/runtime/cc" -o "$OP_SO.tmp" -O3 -g0 -fPIC -shared \
+    -Wno-deprecated-declarations -Wno-interference-size -Wno-unused-result $TFFLAGS || exit 3
+  mv "$OP_SO.tmp" "$OP_SO"
+fi
 [ -d build/fuzz/corpus ] || python tools/fuzz/make_corpus.py || exit 3
 # The 96x96 AkidaNet (~140 KB) is left out of the libFuzzer corpus: parse-only
 # and slow under ASan; the smaller nets cover the same kinds.
 find build/fuzz/corpus -type f -size -65k -exec cp {} "$OUT/corpus/" \;
 {
   echo "libFuzzer on commit: $COMMIT (keras_nna/runtime/cc from git, not the working tree)"
-  echo "python oracle on the working tree at HEAD $(git rev-parse HEAD)"
+  echo "python oracle: op built from that commit ($OP_SO), Python reader/reference from the working tree at HEAD $(git rev-parse HEAD)"
   echo "modified runtime/reader files: $(git status --short keras_nna/runtime/cc keras_nna/export | tr '\n' ' ')"
   echo "start: $(date -u +%FT%TZ)  runs: $RUNS  oracle programs: $ORACLE  jobs: $JOBS"
 } | tee "$OUT/summary.txt"
@@ -64,7 +73,7 @@ rss=$(grep -o 'stat::peak_rss_mb: *[0-9]*' "$OUT/libfuzzer.log" | awk '{print $2
   echo "  artifacts: $(ls "$OUT/artifacts" | wc -l) in $OUT/artifacts"
 } | tee -a "$OUT/summary.txt"
 ostart=$(date +%s)
-python tools/fuzz/py_oracle.py --count "$ORACLE" --seed 1000 --findings "$OUT/findings" \
+python tools/fuzz/py_oracle.py --count "$ORACLE" --seed 1000 --findings "$OUT/findings" --op-so "$OP_SO" \
   > "$OUT/oracle.json" 2> "$OUT/oracle.log"
 orc=$?
 echo "python oracle: exit $orc in $(( $(date +%s) - ostart ))s: $(cat "$OUT/oracle.json")" | tee -a "$OUT/summary.txt"

@@ -122,9 +122,15 @@ def check_program(data, max_work, seed=0):
     return {"status": "ran", "detail": ""}
 
 
-def _worker(max_work):
+def _worker(max_work, op_so=None):
     """Child: reads program paths on stdin, writes one JSON result per line."""
     import tensorflow as tf
+
+    if op_so:  # an op built from other sources (long_run.sh: the committed ones)
+        from keras_nna.runtime import op
+
+        with op._lock:  # noqa: SLF001 - harness swaps in the op under test
+            op._module = tf.load_op_library(os.path.abspath(op_so))  # noqa: SLF001
 
     tf.config.threading.set_inter_op_parallelism_threads(1)
     tf.config.threading.set_intra_op_parallelism_threads(1)
@@ -138,10 +144,11 @@ def _worker(max_work):
 
 
 class _Child:
-    def __init__(self, max_work):
+    def __init__(self, max_work, op_so=None):
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+        extra = ["--op-so", op_so] if op_so else []
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--worker", "--max-work", str(max_work)],
+            [sys.executable, os.path.abspath(__file__), "--worker", "--max-work", str(max_work)] + extra,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             env=env, cwd=ROOT)
         if self.readline(300) != "ready":
@@ -190,7 +197,7 @@ def _load_seeds(nets, max_seed_bytes):
 
 
 def run_oracle(seeds, count, seed=0, timeout=10.0, max_work=2_000_000, findings_dir="build/fuzz/findings",
-               time_budget=None):
+               time_budget=None, op_so=None):
     """Runs `count` mutated programs through the oracle; returns the summary dict.
 
     Args:
@@ -201,6 +208,7 @@ def run_oracle(seeds, count, seed=0, timeout=10.0, max_work=2_000_000, findings_
         max_work: Dense-work bound above which a program is not run.
         findings_dir: Where inputs of findings are saved.
         time_budget: Optional seconds after which to stop early.
+        op_so: Optional path of an op library to test instead of the installed one.
 
     Returns:
         Counts per status, `peak_rss_mb`, `programs`, `seconds`, `findings`
@@ -211,7 +219,7 @@ def run_oracle(seeds, count, seed=0, timeout=10.0, max_work=2_000_000, findings_
     summary = {k: 0 for k in ("rejected", "ran", "not_run_big") + FINDINGS}
     summary.update(programs=0, peak_rss_mb=0.0, findings=[])
     start = time.time()
-    child = _Child(max_work)
+    child = _Child(max_work, op_so)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "program.nnab")
         for data in mutate.mutate_many(seeds, count, seed=seed):
@@ -227,7 +235,7 @@ def run_oracle(seeds, count, seed=0, timeout=10.0, max_work=2_000_000, findings_
                 kind = "hang" if child.proc.poll() is None else "crash"
                 detail = f"{kind}: exit status {child.proc.poll()}"
                 child.kill()
-                child = _Child(max_work)
+                child = _Child(max_work, op_so)
                 result = {"status": kind, "detail": detail}
             else:
                 result = json.loads(line)
@@ -252,13 +260,14 @@ def main(argv=None):
     ap.add_argument("--max-work", type=int, default=2_000_000)
     ap.add_argument("--max-seed-bytes", type=int, default=65536)
     ap.add_argument("--time-budget", type=float, default=None)
+    ap.add_argument("--op-so", default=None, help="op library to test (default: the installed op)")
     ap.add_argument("--findings", default=os.path.join(ROOT, "build", "fuzz", "findings"))
     args = ap.parse_args(argv)
     if args.worker:
-        return _worker(args.max_work)
+        return _worker(args.max_work, args.op_so)
     seeds = _load_seeds(args.nets, args.max_seed_bytes)
     summary = run_oracle(seeds, args.count, args.seed, args.timeout, args.max_work, args.findings,
-                         args.time_budget)
+                         args.time_budget, args.op_so)
     print(json.dumps(summary))
     return 1 if any(summary[k] for k in FINDINGS) else 0
 
