@@ -50,6 +50,25 @@ from keras_nna.quantization.quantizers import (
 
 __all__ = ["QuantizeWrapper", "SUPPORTED_LAYERS", "is_quantize_wrapper"]
 
+def _batch_norm_in_sync(bn, y):
+    """Training-mode BatchNorm whose moments are all-reduced when several replicas train.
+
+    Keras updates moving statistics from each replica's own share of the batch,
+    so replicas drift apart and `predict` under the strategy would no longer be
+    what `export_model` reads (replica 0): synchronized moments keep every
+    replica's update identical (docs/distributed.md).
+    """
+    several = tf.distribute.has_strategy() and (
+        tf.distribute.get_strategy().num_replicas_in_sync > 1)
+    if not several or bn.synchronized:
+        return bn(y, training=True)
+    bn.synchronized = True
+    try:
+        return bn(y, training=True)
+    finally:
+        bn.synchronized = False
+
+
 def is_quantize_wrapper(layer):
     """Whether `layer` is a `QuantizeWrapper` (the contract sparsity/ and export/ rely on).
 
@@ -311,7 +330,7 @@ class QuantizeWrapper(keras.layers.Wrapper):
         if self.layer.get_config().get("use_bias", False):
             y = y + self.layer.bias
         if self.batch_norm is not None:
-            y = self.batch_norm(y, training=True)
+            y = _batch_norm_in_sync(self.batch_norm, y)
         if self.activation:
             y = fake_quantize_activations(y, self.activation_bits, self.activation_step)
         return y
