@@ -4,7 +4,8 @@ Writes, under `--out` (default `build/fuzz`):
 
 * `nets/<name>.nnab` — programs exported with `quantize_model` + `export_model`
   from the model zoo (`tests/model_zoo.py`, the bit-exact test nets), the
-  wide-layer net of the SIMD bit-exact test, a small AkidaNet (32x32) and
+  wide-layer net of the SIMD bit-exact test, the 32,911-row program of
+  `tests/runtime/test_op_bounds.py` (issue 12 defect 1), a small AkidaNet (32x32) and
   AkidaNet 0.25 at 96x96 — each with `<name>.u8` (its uint8 NHWC images,
   raw) and `<name>.json` (image count and shape). `asan_kernels.sh` runs the
   kernels over these.
@@ -119,6 +120,10 @@ def zoo_nets(zoo, akidanet=True, steps=3):
         yield f"zoo{seed}", export_model(qmodel).to_bytes(), images
     for bits in ((4, 4), (8, 8), (2, 3)):
         yield f"wide_w{bits[0]}a{bits[1]}", *_wide_net(bits)
+    from tests.runtime.test_op_bounds import IN_H, tall_program  # defect 1 of issue 12
+
+    image = np.random.default_rng(0).integers(1, 256, (1, IN_H, 1, 1)).astype(np.uint8)
+    yield "tall_rows", tall_program().to_bytes(), image
     if not akidanet:
         return
     rng = np.random.default_rng(7)
