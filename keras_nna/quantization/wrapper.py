@@ -51,16 +51,12 @@ from keras_nna.quantization.quantizers import (
 __all__ = ["QuantizeWrapper", "SUPPORTED_LAYERS", "is_quantize_wrapper"]
 
 def _batch_norm_in_sync(bn, y):
-    """Training-mode BatchNorm whose moments are all-reduced when several replicas train.
+    """Training-mode BatchNorm, moments all-reduced across replicas (docs/distributed.md).
 
-    Keras updates moving statistics from each replica's own share of the batch,
-    so replicas drift apart and `predict` under the strategy would no longer be
-    what `export_model` reads (replica 0): synchronized moments keep every
-    replica's update identical (docs/distributed.md).
+    Per-replica moving statistics drift apart; export reads replica 0's.
     """
-    several = tf.distribute.has_strategy() and (
-        tf.distribute.get_strategy().num_replicas_in_sync > 1)
-    if not several or bn.synchronized:
+    strategy = tf.distribute.get_strategy()
+    if strategy.num_replicas_in_sync == 1 or bn.synchronized:
         return bn(y, training=True)
     bn.synchronized = True
     try:
