@@ -46,11 +46,11 @@ from keras_nna.runtime.cost import estimate_cost, get_profile
 __all__ = ["DeployResult", "deploy", "events_per_image", "model_weight_sparsity"]
 
 
-def _run_program(program, images, executor="auto"):
+def _run_program(program, images, executor="auto", limits=None):
     """`keras_nna.runtime.emulator.run_program`, warning when it falls back to numpy."""
     from keras_nna.runtime.emulator import run_program
 
-    outputs, stats, used = run_program(program, images, executor=executor)
+    outputs, stats, used = run_program(program, images, executor=executor, limits=limits)
     if used == "reference" and executor == "auto":
         warnings.warn("The emulator op could not be loaded; ran the numpy reference "
                       "interpreter instead (same results, slower).", stacklevel=3)
@@ -165,7 +165,7 @@ class DeployResult:
 
 
 def deploy(qmodel, images, labels=None, *, profile="nna-1core", max_images=None,
-           executor="auto"):
+           executor="auto", limits=None):
     """Exports, emulates, checks bit-exactness and costs a quantized model.
 
     Args:
@@ -179,6 +179,10 @@ def deploy(qmodel, images, labels=None, *, profile="nna-1core", max_images=None,
         max_images: Use only the first `max_images` images. Defaults to `None`.
         executor: `"auto"` (the emulator op, else the numpy reference with a
             warning), `"emulator"` or `"reference"`. Defaults to `"auto"`.
+        limits: Raised program limits for a large, trusted model (`max_work`,
+            `max_activation_bytes`, `max_constant_bytes`; docs/bytecode.md,
+            "Program limits"), used by export and the emulator. Defaults to
+            `None` (the readers' defaults).
 
     Returns:
         A :class:`DeployResult`. A warning is issued when the emulator and
@@ -203,8 +207,8 @@ def deploy(qmodel, images, labels=None, *, profile="nna-1core", max_images=None,
     if profile is not None:
         profile = get_profile(profile)  # fail before the work on a bad profile
     images = _as_images(images, max_images)
-    program = export_model(qmodel)
-    outputs, stats, executor = _run_program(program, images, executor)
+    program = export_model(qmodel, limits=limits)
+    outputs, stats, executor = _run_program(program, images, executor, limits)
     expected = keras.ops.convert_to_numpy(
         qmodel.predict(images.astype("float32"), batch_size=256, verbose=0))
     expected = expected.reshape(outputs.shape)

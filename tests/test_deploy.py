@@ -127,8 +127,8 @@ def test_deploy_reports_and_warns_when_not_bit_exact(monkeypatch):
     qmodel, images, _ = _case("gap")
     run = deploy_lib._run_program
 
-    def off_by_one(program, x, executor):
-        outputs, stats, executor = run(program, x, executor)
+    def off_by_one(program, x, executor, limits=None):
+        outputs, stats, executor = run(program, x, executor, limits)
         return outputs + 1.0, stats, executor
 
     monkeypatch.setattr(deploy_lib, "_run_program", off_by_one)
