@@ -41,6 +41,16 @@ using keras_nna::Program;
 constexpr size_t kHeaderSize = 32;
 constexpr size_t kInstrSize = 64;
 
+// Counts printed at exit ("fuzz_program: ..."), quoted by long_run.sh.
+struct Counts {
+  uint64_t inputs = 0, accepted = 0, ran = 0;
+  ~Counts() {
+    std::fprintf(stderr, "fuzz_program: %llu inputs, %llu accepted, %llu run through 6 kernel configurations\n",
+                 (unsigned long long)inputs, (unsigned long long)accepted, (unsigned long long)ran);
+  }
+};
+Counts counts;
+
 int64_t EnvInt(const char* name, int64_t fallback) {
   const char* v = std::getenv(name);
   return (v != nullptr && v[0] != '\0') ? std::strtoll(v, nullptr, 10) : fallback;
@@ -97,6 +107,7 @@ void RunAllKernels(const uint8_t* data, size_t size, const Program& parsed) {
   int64_t work = 0;
   for (const auto& L : parsed.layers) work += L.dense_macs + L.in_elems + L.out_elems;
   if (work > max_work) return;
+  ++counts.ran;
   const std::vector<uint8_t> img = MakeImage(parsed, Fnv1a(data, size));
   Program prepared = parsed;
   keras_nna::PrepareProgram(&prepared);
@@ -177,6 +188,7 @@ bool MutateField(uint8_t* data, size_t size, uint64_t* seed) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const bool no_run = EnvInt("FUZZ_NO_RUN", 0) != 0;
+  ++counts.inputs;
   Program program;
   std::string error;
   if (!keras_nna::ParseProgram(data, size, &program, &error)) {
@@ -186,6 +198,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     return 0;
   }
+  ++counts.accepted;
   if (!no_run) RunAllKernels(data, size, program);
   return 0;
 }

@@ -70,6 +70,7 @@ rss=$(grep -o 'stat::peak_rss_mb: *[0-9]*' "$OUT/libfuzzer.log" | awk '{print $2
        " timeouts (>10 s): $(grep -c 'ERROR: libFuzzer: timeout' "$OUT/libfuzzer.log")" \
        " out-of-memory (>1024 MB): $(grep -c 'ERROR: libFuzzer: out-of-memory' "$OUT/libfuzzer.log")" \
        " deadly signals: $(grep -c 'deadly signal' "$OUT/libfuzzer.log")"
+  echo "  $(grep -h '^fuzz_program:' "$OUT/libfuzzer.log" | tail -1)"
   echo "  artifacts: $(ls "$OUT/artifacts" | wc -l) in $OUT/artifacts"
 } | tee -a "$OUT/summary.txt"
 ostart=$(date +%s)
