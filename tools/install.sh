@@ -4,11 +4,20 @@
 # and the test/tutorial extras. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+# Debian packages: the Fashion-MNIST data (tests, tutorials) and clang with its sanitizer/libFuzzer
+# runtime (the fuzzing harness in tools/fuzz; without them its tests skip, saying why).
+APT_NEED=""
+[ -d /usr/share/datasets/fashion-mnist ] || APT_NEED="dataset-fashion-mnist"
+if ! command -v clang >/dev/null || ! dpkg -s libclang-rt-14-dev >/dev/null 2>&1; then
+  APT_NEED="$APT_NEED clang libclang-rt-14-dev"
+fi
+if [ -n "$APT_NEED" ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || {
-    $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null; }
+  $SUDO apt-get install -y -qq $APT_NEED >/dev/null 2>&1 || {
+    $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq $APT_NEED >/dev/null; } || {
+    [ -d /usr/share/datasets/fashion-mnist ] || exit 1
+    echo "install.sh: could not install clang (the fuzzing tests will skip)" >&2; }
 fi
 PIP="python -m pip install -q --disable-pip-version-check"
 # TensorFlow first: the op is compiled against the TensorFlow that is installed.
