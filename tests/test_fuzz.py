@@ -26,7 +26,7 @@ import mutate  # noqa: E402
 import py_oracle  # noqa: E402
 
 LIBFUZZER_SECONDS = 25
-ORACLE_PROGRAMS = 300
+ORACLE_PROGRAMS = 1000
 
 
 @pytest.fixture(scope="module")
