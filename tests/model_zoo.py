@@ -81,3 +81,27 @@ def make_case(seed, steps=3):
                    keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     qmodel.fit(images.astype("float32"), labels, batch_size=8, epochs=steps, verbose=0)
     return qmodel, images
+
+
+def make_wide_case(bits, epochs=3):
+    """A net with channel counts above 64 (multi-block VNNI kernels), briefly trained.
+
+    Returns:
+        `(qmodel, images)`: the quantized model and its 12 uint8 training images.
+    """
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((13, 11, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    for layer in (keras.layers.Conv2D(40, 3, strides=2, padding="same", use_bias=False),
+                  keras.layers.Conv2D(70, 3, padding="same", use_bias=False),
+                  keras.layers.SeparableConv2D(96, 3, strides=2, padding="valid", use_bias=False)):
+        x = keras.layers.ReLU()(keras.layers.BatchNormalization(momentum=0.5)(layer(x)))
+    x = keras.layers.Dense(70, activation="relu")(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, keras.layers.Dense(5)(x))
+    qmodel = quantize_model(model, QuantizationPolicy(weight_bits=bits[0], activation_bits=bits[1]))
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (12, 13, 11, 3)).astype(np.uint8)
+    qmodel.compile(keras.optimizers.Adam(0.02),
+                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    qmodel.fit(images.astype("float32"), rng.integers(0, 5, 12), epochs=epochs, verbose=0)
+    return qmodel, images

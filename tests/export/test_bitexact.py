@@ -10,7 +10,7 @@ from keras_nna.export import export_model, read_program, run_reference
 from keras_nna.models import AkidaNet
 from keras_nna.quantization import quantize_model
 from keras_nna.runtime import Emulator
-from tests.model_zoo import make_case
+from tests.model_zoo import make_case, make_wide_case
 
 SEEDS = list(range(16))
 
@@ -72,28 +72,6 @@ def test_all_zero_input_has_no_events_past_first_layer():
 @pytest.mark.parametrize("bits", [(4, 4), (8, 8), (2, 3)], ids=["w4a4", "w8a8", "w2a3"])
 def test_wide_layers_reach_blocked_simd_kernels(bits):
     """Channel counts above 64 exercise the multi-block VNNI conv/pointwise/dense kernels."""
-    from keras_nna.quantization import QuantizationPolicy
-
-    keras.utils.set_random_seed(1)
-    inputs = keras.Input((13, 11, 3))
-    x = keras.layers.Rescaling(1 / 255)(inputs)
-    x = keras.layers.Conv2D(40, 3, strides=2, padding="same", use_bias=False)(x)
-    x = keras.layers.BatchNormalization(momentum=0.5)(x)
-    x = keras.layers.ReLU()(x)
-    x = keras.layers.Conv2D(70, 3, padding="same", use_bias=False)(x)
-    x = keras.layers.BatchNormalization(momentum=0.5)(x)
-    x = keras.layers.ReLU()(x)
-    x = keras.layers.SeparableConv2D(96, 3, strides=2, padding="valid", use_bias=False)(x)
-    x = keras.layers.BatchNormalization(momentum=0.5)(x)
-    x = keras.layers.ReLU()(x)
-    x = keras.layers.Flatten()(x)
-    x = keras.layers.Dense(70, activation="relu")(x)
-    model = keras.Model(inputs, keras.layers.Dense(5)(x))
-    qmodel = quantize_model(model, QuantizationPolicy(weight_bits=bits[0], activation_bits=bits[1]))
-    rng = np.random.default_rng(2)
-    images = rng.integers(0, 256, (12, 13, 11, 3)).astype(np.uint8)
-    qmodel.compile(keras.optimizers.Adam(0.02),
-                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    qmodel.fit(images.astype("float32"), rng.integers(0, 5, 12), epochs=3, verbose=0)
+    qmodel, images = make_wide_case(bits)
     expected, _, _ = _check_three_way(qmodel, images)
     assert np.unique(expected).size > 1

@@ -83,26 +83,10 @@ def hand_built():
 
 def _wide_net(bits):
     """The net of tests/export/test_bitexact.py::test_wide_layers_reach_blocked_simd_kernels."""
-    import keras
-
     from keras_nna.export import export_model
-    from keras_nna.quantization import QuantizationPolicy, quantize_model
+    from tests.model_zoo import make_wide_case
 
-    keras.utils.set_random_seed(1)
-    inputs = keras.Input((13, 11, 3))
-    x = keras.layers.Rescaling(1 / 255)(inputs)
-    for layer in (keras.layers.Conv2D(40, 3, strides=2, padding="same", use_bias=False),
-                  keras.layers.Conv2D(70, 3, padding="same", use_bias=False),
-                  keras.layers.SeparableConv2D(96, 3, strides=2, padding="valid", use_bias=False)):
-        x = keras.layers.ReLU()(keras.layers.BatchNormalization(momentum=0.5)(layer(x)))
-    x = keras.layers.Dense(70, activation="relu")(keras.layers.Flatten()(x))
-    model = keras.Model(inputs, keras.layers.Dense(5)(x))
-    qmodel = quantize_model(model, QuantizationPolicy(weight_bits=bits[0], activation_bits=bits[1]))
-    rng = np.random.default_rng(2)
-    images = rng.integers(0, 256, (12, 13, 11, 3)).astype(np.uint8)
-    qmodel.compile(keras.optimizers.Adam(0.02),
-                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    qmodel.fit(images.astype("float32"), rng.integers(0, 5, 12), epochs=3, verbose=0)
+    qmodel, images = make_wide_case(bits)
     return export_model(qmodel).to_bytes(), images
 
 
