@@ -19,7 +19,9 @@
 // trailing CRC-32, so mutations get past the checksum into the validator.
 //
 // Environment: FUZZ_NO_RUN=1 parses only; FUZZ_MAX_WORK=<n> changes the bound
-// on sum(dense_macs + in_elems) of a program the kernels are run on.
+// on sum(dense_macs + in_elems) of a program the kernels are run on;
+// FUZZ_MAX_CONSTANT_BYTES / FUZZ_MAX_ACTIVATION_BYTES the parser's limits
+// (defaults 2^24 / 2^26, below the program defaults: see LLVMFuzzerTestOneInput).
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -189,9 +191,21 @@ bool MutateField(uint8_t* data, size_t size, uint64_t* seed) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const bool no_run = EnvInt("FUZZ_NO_RUN", 0) != 0;
   ++counts.inputs;
+  // Tighter program limits than the defaults (16 MiB of decoded constants, a 64 MiB working set
+  // per layer): every input then stays far below -rss_limit_mb=1024 even with ASan's quarantine
+  // and allocator caches holding what earlier inputs freed (the defaults, 128 MiB and 1 GiB, let a
+  // few large accepted inputs in a row push the process over 1 GB). The limit checks and the
+  // decoders are the same code at any value; FUZZ_MAX_CONSTANT_BYTES / FUZZ_MAX_ACTIVATION_BYTES
+  // change them.
+  static const keras_nna::ProgramLimits limits = [] {
+    keras_nna::ProgramLimits l;
+    l.max_constant_bytes = EnvInt("FUZZ_MAX_CONSTANT_BYTES", int64_t{1} << 24);
+    l.max_activation_bytes = EnvInt("FUZZ_MAX_ACTIVATION_BYTES", int64_t{1} << 26);
+    return l;
+  }();
   Program program;
   std::string error;
-  if (!keras_nna::ParseProgram(data, size, &program, &error)) {
+  if (!keras_nna::ParseProgram(data, size, limits, &program, &error)) {
     if (error.empty()) {
       std::fprintf(stderr, "ParseProgram rejected the input without a reason\n");
       std::abort();
