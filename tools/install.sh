@@ -23,7 +23,7 @@ PIP="python -m pip install -q --disable-pip-version-check"
 # TensorFlow first: the op is compiled against the TensorFlow that is installed.
 $PIP "tensorflow-cpu==2.21.*"
 $PIP setuptools wheel
-$PIP --no-build-isolation -e ".[cpu,test,tutorials]"
+$PIP --no-build-isolation -e ".[cpu,search,test,tutorials]"
 # tensorflow-model-optimization only for the schedule-interop test, apart from this environment:
 # importing it switches tf.keras to tf_keras (TF_USE_LEGACY_KERAS=1), and its tf_keras would pull
 # the full `tensorflow` wheel next to tensorflow-cpu. Users who want it: pip install "keras_nna[tfmot]".
