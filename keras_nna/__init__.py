@@ -11,6 +11,7 @@ The loop, one subpackage per stage::
     deployment     deploy(): export → emulate → bit-exact check → cost, in one call
     model_summary  summary(): per-layer bits, bytes, zero weights, MACs (and events, cost)
     calibration    activation_step_sweep(): choose the activation step before QAT
+    optimize/      budgets, MorphNet shrink/expand, Optuna search: best accuracy within a budget
     demo           the main job (`keras-nna demo`): train → quantize → export → emulate → report
 
 `import keras_nna` is cheap: it does not import TensorFlow or Keras. The names
@@ -64,6 +65,7 @@ __all__ = [
     "events_per_image",
     "export_model",
     "model_weight_sparsity",
+    "optimize",
     "quantize_model",
     "read_program",
     "run_reference",

@@ -8,6 +8,7 @@ first argument is the command; `keras-nna --help` lists them and
     keras-nna inspect model.nnab
     keras-nna run     model.nnab --input batch.npy [--output out.npy] [--executor auto]
     keras-nna profile model.nnab --input batch.npy [--profile nna-8core] [--json cost.json]
+    keras-nna optimize model.keras --data fashion_mnist --budget events=2500 [--trials 20]
     keras-nna demo    [--quick] [--tasks faces,fashion_mnist] [--out_dir DIR]
     keras-nna --version
 
@@ -22,6 +23,9 @@ first argument is the command; `keras-nna --help` lists them and
 - `profile` runs the batch and prints the cost table of
   `keras_nna.runtime.cost` for a hardware profile (`nna-1core`,
   `nna-8core`).
+- `optimize` searches for the most accurate model within a budget on a
+  profile, starting from a trained float model (`keras_nna.cli_optimize`,
+  `keras_nna.optimize`); workers share trials through `--storage`.
 - `demo` is the main job, `keras_nna.demo`: train → quantize → export →
   emulate → report on two offline datasets (~5-10 min on 2 cores; `--quick`
   for a smoke test). Its arguments pass through (`keras-nna demo -- ARGS`
@@ -241,6 +245,12 @@ def _cmd_profile(args):
         print(f"Wrote {args.json}.")
 
 
+def _cmd_optimize(args):
+    from keras_nna.cli_optimize import run_optimize
+
+    return run_optimize(args)
+
+
 def _cmd_demo(args):
     from keras_nna import demo
 
@@ -250,7 +260,7 @@ def _cmd_demo(args):
 
 
 _HANDLERS = {"export": _cmd_export, "inspect": _cmd_inspect, "run": _cmd_run,
-             "profile": _cmd_profile, "demo": _cmd_demo}
+             "profile": _cmd_profile, "optimize": _cmd_optimize, "demo": _cmd_demo}
 
 
 def _first_line(err):

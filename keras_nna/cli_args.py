@@ -10,7 +10,7 @@ import argparse
 
 __all__ = ["COMMANDS", "CliError", "build_parser", "parse_limits"]
 
-COMMANDS = ("export", "inspect", "run", "profile", "demo")
+COMMANDS = ("export", "inspect", "run", "profile", "optimize", "demo")
 """The sub-commands, in the order `--help` lists them."""
 
 _SUMMARIES = {
@@ -18,6 +18,7 @@ _SUMMARIES = {
     "inspect": "validate a program and print one row per layer",
     "run": "run a batch of uint8 images on a program, bit-exactly",
     "profile": "run a batch and print the cost per inference on a hardware profile",
+    "optimize": "search for the best accuracy within a budget (energy, time, events, bytes)",
     "demo": "the main job: train, quantize, export, emulate, report (~5-10 min)",
 }
 _USAGES = {
@@ -26,6 +27,8 @@ _USAGES = {
     "run": "keras-nna run PROGRAM.nnab --input BATCH.npy [--output OUT.npy] [--executor E]",
     "profile": "keras-nna profile PROGRAM.nnab --input BATCH.npy [--profile NAME] "
                "[--json COST.json] [--executor E]",
+    "optimize": "keras-nna optimize MODEL.keras --data NAME --budget NAME=VALUE [--profile P] "
+                "[--trials N] [--storage URL --study NAME] [--out DIR]",
     "demo": "keras-nna demo [--quick] [--tasks TASKS] [--out_dir DIR]",
 }
 _USAGE = "See keras-nna --help and keras-nna COMMAND --help."
@@ -110,4 +113,30 @@ def build_parser():
     sub["profile"].add_argument("--json", metavar="COST.json",
                                 help="also write the cost report as JSON")
     sub["demo"].add_argument("args", nargs="*", help="see keras-nna demo --help")
+    _add_optimize_flags(sub["optimize"])
     return parser, sub
+
+
+def _add_optimize_flags(parser):
+    add = parser.add_argument
+    add("model", nargs="?", metavar="MODEL.keras", help="the trained float Keras model to start from")
+    add("--data", metavar="NAME", help="fashion_mnist, digits, faces or a .npz file with x_train, "
+        "y_train, x_test, y_test (images are resized to the model's input)")
+    add("--budget", action="append", default=[], metavar="NAME=VALUE", help="a limit per inference: "
+        "energy_uj, time_us, events, dram_bytes or program_bytes; repeatable")
+    add("--profile", default="nna-1core", metavar="NAME", help="hardware profile (default: nna-1core)")
+    add("--objective", metavar="NAME", help="cost to minimise next to accuracy (default: the first "
+        "budget limit)")
+    add("--trials", type=int, default=20, metavar="N", help="trials in the study, all workers "
+        "together (default: 20)")
+    add("--epochs", type=int, default=2, metavar="N", help="float epochs per trial (default: 2)")
+    add("--qat-epochs", type=int, default=1, metavar="N", help="QAT epochs per trial (default: 1)")
+    add("--train-images", type=int, metavar="N", help="train trials on the first N images only")
+    add("--val-images", type=int, default=1000, metavar="N", help="validation images (default: 1000)")
+    add("--final-epochs", type=int, default=0, metavar="N", help="then train the best point within "
+        "the budget with N float epochs on all data (default: 0, no final training)")
+    add("--storage", metavar="URL", help="shared study storage: study.db (SQLite), study.log "
+        "(journal) or a database URL; start the same command on N machines to share the trials")
+    add("--study", default="keras_nna", metavar="NAME", help="study name (default: keras_nna)")
+    add("--out", default="optimize", metavar="DIR", help="output folder (default: optimize)")
+    add("--seed", type=int, default=0, help="seed (default: 0)")
