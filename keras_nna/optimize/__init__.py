@@ -52,7 +52,7 @@ _ATTRIBUTES = {
     "budget": ["Budget", "COSTS", "CandidateCost", "measure_cost"],
     "space": ["Recipe", "SearchSpace", "train_candidate"],
     "result": ["OptimizeResult", "Point"],
-    "search": ["optimize", "refit"],
+    "search": ["load_result", "optimize", "refit"],
     "widths": ["scale_widths"],
     "morph": ["MorphResult", "event_cost_weights", "expand_to_budget", "morph", "shrink"],
 }

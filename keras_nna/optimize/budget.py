@@ -22,7 +22,8 @@ Example:
 >>> budget = Budget("nna-1core", energy_uj=1.5, events=4000)
 >>> budget.limits
 {'energy_uj': 1.5, 'events': 4000.0}
->>> budget.violations({"energy_uj": 1.2, "events": 5000.0, "time_us": 9.0})
+>>> {k: round(v, 6) for k, v in budget.violations(
+...     {"energy_uj": 1.2, "events": 5000.0, "time_us": 9.0}).items()}
 {'energy_uj': -0.2, 'events': 0.25}
 >>> budget.feasible({"energy_uj": 1.2, "events": 5000.0})
 False
@@ -130,12 +131,13 @@ class Budget:
             costs: Mapping with (at least) the limited cost names.
 
         Returns:
-            Dict cost name → relative excess, rounded to 6 digits.
+            Dict cost name → relative excess (not rounded: a cost a hair over its
+            limit has a positive excess, as `feasible` says).
 
         Raises:
             KeyError: If `costs` lacks a limited cost.
         """
-        return {k: round(float(costs[k]) / v - 1.0, 6) for k, v in self.limits.items()}
+        return {k: float(costs[k]) / v - 1.0 for k, v in self.limits.items()}
 
     def feasible(self, costs):
         """Whether `costs` meet every limit (no tolerance)."""

@@ -145,7 +145,7 @@ class OptimizeResult:
         """A markdown table of `points` (default: every point, front marked with *)."""
         points = self.points if points is None else points
         front = {id(p) for p in self.front()}
-        cols = list(COSTS)
+        cols = [k for k in COSTS if any(k in p.costs for p in points)]
         head = ("| trial | front | feasible | accuracy | " + " | ".join(
             f"{k} ({COSTS[k][1]})" for k in cols) + " | recipe |")
         lines = [head, "|" + "---|" * (5 + len(cols))]
@@ -153,7 +153,7 @@ class OptimizeResult:
             recipe = ", ".join(f"{k}={_fmt(v)}" for k, v in p.recipe.items())
             lines.append(f"| {p.number} | {'*' if id(p) in front else ''} | "
                          f"{'yes' if p.feasible else 'no'} | {p.accuracy:.4f} | " + " | ".join(
-                             _fmt(p.costs[k]) for k in cols) + f" | {recipe} |")
+                             _fmt(p.costs.get(k, "")) for k in cols) + f" | {recipe} |")
         return "\n".join(lines)
 
     def to_dict(self):

@@ -37,7 +37,7 @@ from keras_nna.optimize.budget import COSTS, Budget, measure_cost
 from keras_nna.optimize.result import OptimizeResult, Point
 from keras_nna.optimize.space import Recipe, SearchSpace, train_candidate
 
-__all__ = ["optimize", "refit"]
+__all__ = ["load_result", "optimize", "refit"]
 
 
 def _check_data(data):
@@ -100,9 +100,11 @@ def _sensitivity(model, x_val, y_val, space, out_dir):
 
     table = sensitivity_analysis(model, np.asarray(x_val[:500], "float32"), y_val[:500])
     table = json.loads(json.dumps(table, default=float))
-    with open(path + ".tmp", "w") as f:
+    os.makedirs(out_dir, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
         json.dump(table, f)
-    os.replace(path + ".tmp", path)  # atomic: workers sharing out_dir never read half a file
+    os.replace(tmp, path)  # atomic: workers sharing out_dir never read half a file
     return table
 
 
@@ -182,6 +184,37 @@ def optimize(model, data, budget, *, n_trials=20, space=None, objective=None, ep
     result = OptimizeResult.from_study(study, budget, objective, out_dir=out_dir)
     result.save(os.path.join(out_dir, "result.json"))
     return result
+
+
+def load_result(storage, study_name, budget, objective=None, out_dir=""):
+    """Reads every finished trial of a shared study into an `OptimizeResult`.
+
+    Use it once all workers are done (a worker's own `optimize` returns the
+    trials finished when it stopped).
+
+    Args:
+        storage: The study's storage (as for :func:`optimize`).
+        study_name: The study's name.
+        budget: The search's :class:`~keras_nna.optimize.Budget`.
+        objective: The minimised cost. Defaults to `None` (as in `optimize`).
+        out_dir: Where the trials were saved. Defaults to `""`.
+
+    Returns:
+        An :class:`~keras_nna.optimize.OptimizeResult`.
+
+    Raises:
+        ValueError: If the storage cannot be opened or holds no such study.
+    """
+    import optuna
+
+    from keras_nna.optimize.study import open_storage
+
+    try:
+        study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+    except KeyError:
+        raise ValueError(f"No study named {study_name!r} in the storage {storage!r}. Check "
+                         "--study / study_name.") from None
+    return OptimizeResult.from_study(study, budget, _objective_name(budget, objective), out_dir)
 
 
 def refit(point, model, data, budget, *, epochs=10, qat_epochs=2, out_dir="optimize/final",

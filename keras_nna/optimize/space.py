@@ -209,7 +209,7 @@ def _teacher(start_model):
 
 def train_candidate(recipe, start_model, x, y, *, epochs=2, qat_epochs=1, sensitivity=None,  # long: one pipeline
                     profile="nna-1core", images=None, shrink_epochs=1, lr=1e-3, qat_lr=5e-4,
-                    batch_size=64, seed=0, verbose=0):
+                    batch_size=64, seed=0, teacher=None, verbose=0):
     """Trains one candidate from a trained float model, following a recipe.
 
     Args:
@@ -230,6 +230,8 @@ def train_candidate(recipe, start_model, x, y, *, epochs=2, qat_epochs=1, sensit
         qat_lr: QAT learning rate. Defaults to `5e-4`.
         batch_size: Batch size. Defaults to `64`.
         seed: Random seed (`keras.utils.set_random_seed`). Defaults to `0`.
+        teacher: The distillation teacher when `recipe.distill`. Defaults to
+            `None` (the start model).
         verbose: Print a line per stage with elapsed time. Defaults to `0`.
 
     Returns:
@@ -242,7 +244,6 @@ def train_candidate(recipe, start_model, x, y, *, epochs=2, qat_epochs=1, sensit
     import keras
 
     from keras_nna import sparsity
-    from keras_nna.optimize import morph, widths
     from keras_nna.quantization import quantize_model
 
     if recipe.pruning_drop > 0 and sensitivity is None:
@@ -253,12 +254,16 @@ def train_candidate(recipe, start_model, x, y, *, epochs=2, qat_epochs=1, sensit
     model = _teacher(start_model)
     images = x[:256] if images is None else images
     if recipe.morph_strength > 0:
-        model = morph.shrink(model, x, y, images=images, profile=profile,
+        from keras_nna.optimize.morph import shrink
+
+        model = shrink(model, x, y, images=images, profile=profile,
                              strength=recipe.morph_strength, epochs=shrink_epochs,
                              batch_size=batch_size, verbose=0)
         _log(verbose, start, f"shrunk to {model.count_params():,} parameters")
     if recipe.width != 1.0:
-        model = widths.scale_widths(model, recipe.width, seed=seed)
+        from keras_nna.optimize.widths import scale_widths
+
+        model = scale_widths(model, recipe.width, seed=seed)
         _log(verbose, start, f"width x{recipe.width:.3f}: {model.count_params():,} parameters")
     policy = recipe.policy()
     if recipe.hoyer > 0:
@@ -270,7 +275,7 @@ def train_candidate(recipe, start_model, x, y, *, epochs=2, qat_epochs=1, sensit
         first = sparsity.find_prunable_weights(model)[0].layer_name
         ratios = {n: r for n, r in sparsity.propose_ratios(sensitivity, recipe.pruning_drop).items()
                   if n in names and n != first}
-    teacher = _teacher(start_model) if recipe.distill else None
+    teacher = _teacher(start_model if teacher is None else teacher) if recipe.distill else None
     _fit(model, x, y, epochs, lr, batch_size, _prune_callbacks(ratios), teacher)
     _log(verbose, start, f"float fine-tune: {epochs} epochs")
     qmodel = quantize_model(model, policy)
