@@ -161,6 +161,9 @@ def test_open_storage_kinds(tmp_path):
     journal = open_storage(f"journal:{tmp_path / 'new' / 'study.jnl'}")
     assert type(journal).__name__ == "JournalStorage"
     assert open_storage(journal) is journal
+    path_storage = open_storage(tmp_path / "as_path.db", heartbeat_interval=3, grace_period=7)
+    assert (path_storage.heartbeat_interval, path_storage.grace_period) == (3, 7)
+    assert (tmp_path / "as_path.db").is_file()
 
 
 def test_import_does_not_load_optuna_or_tensorflow():
