@@ -53,6 +53,7 @@ _ATTRIBUTES = {
     "space": ["Recipe", "SearchSpace", "train_candidate"],
     "result": ["OptimizeResult", "Point"],
     "search": ["load_result", "optimize", "refit"],
+    "study": ["open_storage", "run_study", "trial_records", "worker_id"],
     "widths": ["scale_widths"],
     "morph": ["MorphResult", "event_cost_weights", "expand_to_budget", "morph", "shrink"],
 }

@@ -1,6 +1,6 @@
 """keras_nna.optimize.study: Optuna study plumbing (storages, shared workers, killed workers).
 
-The objectives are pure Python, so worker subprocesses (tests/optimize_worker.py)
+The objectives are pure Python, so worker subprocesses (tests/optimize/worker.py)
 start in about a second without TensorFlow.
 """
 
@@ -21,7 +21,7 @@ optuna = pytest.importorskip("optuna")
 from keras_nna.optimize.study import (  # noqa: E402
     open_storage, run_study, trial_records, worker_id)
 
-WORKER_SCRIPT = Path(__file__).with_name("optimize_worker.py")
+WORKER_SCRIPT = Path(__file__).with_name("worker.py")
 HELP = ("Expected a SQLite file (study.db), a journal file (study.log) or a database URL such "
         "as postgresql://user@host/db.")
 
