@@ -122,6 +122,9 @@ def run_optimize(args):
     except (ValueError, ImportError) as err:
         raise CliError(str(err).splitlines()[0])
     assert isinstance(result, OptimizeResult)
+    if not result.points:
+        raise CliError(f"no trial finished ({len(result.failed)} failed); the first error: "
+                       f"{result.failed[0]['error'] if result.failed else 'none recorded'}")
     print(result.table())
     result.plot(os.path.join(args.out, "front.png"))
     print(result.summary())

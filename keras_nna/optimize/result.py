@@ -135,7 +135,8 @@ class OptimizeResult:
             return f"{head} Best within budget: trial {best.number}, {_describe(best)}."
         cheap = self.cheapest()
         if cheap is None:
-            return f"{head} No candidate finished."
+            first = f" The first error: {self.failed[0]['error']}" if self.failed else ""
+            return f"{head} No candidate finished.{first}"
         return (f"{head} No candidate met the budget; the cheapest found: trial {cheap.number}, "
                 f"{_describe(cheap)} (over by "
                 f"{', '.join(f'{k} {v:+.1%}' for k, v in self.budget.violations(cheap.costs).items() if v > 0)}"
