@@ -340,7 +340,7 @@ def run_study(objective, *, metric_names, directions, n_trials, storage=None,  #
     states = optuna.trial.TrialState
     live = (states.COMPLETE, states.FAIL, states.RUNNING, states.WAITING)
     verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.ERROR  # a failed trial: our own one-line progress entry)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials: our one-line progress entry
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
