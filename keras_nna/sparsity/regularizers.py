@@ -309,19 +309,24 @@ def add_gamma_regularization(model, l1=1e-4, weighting=None):
 
     With a weighting, each BN's strength is multiplied by the cost of the layer that
     produces its input (MACs for `"flops"`, parameters for `"params"`; normalised to
-    mean 1), so expensive layers are pushed harder towards prunable filters.
+    mean 1), so expensive layers are pushed harder towards prunable filters. A
+    dict gives the factors directly (e.g.
+    :func:`keras_nna.optimize.event_cost_weights`): they are used as given, and a
+    BN missing from the dict gets factor 0 (no regularizer attached).
 
     Args:
         model: A built model (functional or Sequential for a weighting).
         l1: Base strength (Keras semantics: `l1 * sum(|gamma|)`). Defaults to `1e-4`.
-        weighting: `None`, `"flops"` or `"params"`. Defaults to `None`.
+        weighting: `None`, `"flops"`, `"params"` or a dict `{BN layer name:
+            factor >= 0}`. Defaults to `None`.
 
     Returns:
-        Dict `{BN layer name: strength}`.
+        Dict `{BN layer name: strength}` (0 for a BN missing from a dict weighting).
 
     Raises:
-        TypeError: If `l1` is not a number.
-        ValueError: On a negative, NaN or infinite strength, unknown weighting or a
+        TypeError: If `l1` or a dict factor is not a number.
+        ValueError: On a negative, NaN or infinite strength or factor, unknown
+            weighting, a dict naming a layer that is not a BN with gamma, or a
             model without BN.
 
     Example:
@@ -331,16 +336,26 @@ def add_gamma_regularization(model, l1=1e-4, weighting=None):
     ...                       keras.layers.BatchNormalization(name="bn")])
     >>> add_gamma_regularization(m, l1=1e-3)
     {'bn': 0.001}
+    >>> add_gamma_regularization(m, l1=1e-3, weighting={"bn": 2.0})
+    {'bn': 0.002}
     """
     (l1,) = _check_strength(l1=l1)
-    if weighting not in (None, "flops", "params"):
+    if not isinstance(weighting, dict) and weighting not in (None, "flops", "params"):
         raise ValueError(f"Unknown `weighting`={weighting!r}. Expected None, 'flops' or 'params'.")
     bns = [l for l in iter_layers(model)
            if layer_kind(unwrap(l)) == "batchnorm" and layer_weight(l, "gamma") is not None]
     if not bns:
         raise ValueError(f"Model {model.name!r} has no BatchNormalization layer with a gamma.")
     factors = {l.name: 1.0 for l in bns}
-    if weighting is not None:
+    if isinstance(weighting, dict):
+        unknown = sorted(set(weighting) - set(factors))
+        if unknown:
+            raise ValueError(f"`weighting` names {unknown}, which are not BatchNormalization "
+                             f"layers with a gamma. Expected names among {sorted(factors)}.")
+        factors = {n: check_number(f"weighting[{n!r}]", weighting.get(n, 0.0), low=0.0,
+                                   fix="Pass a factor >= 0 per BN layer, e.g. {'bn': 1.0}.")
+                   for n in factors}
+    elif weighting is not None:
         graph = layer_graph(model)
         costs = {}
         for l in bns:
@@ -357,7 +372,8 @@ def add_gamma_regularization(model, l1=1e-4, weighting=None):
     out = {}
     for l in bns:
         strength = float(l1) * factors[l.name]
-        _set_weight_regularizer(l, "gamma", "gamma_regularizer", keras.regularizers.L1(strength))
+        if strength > 0 or not isinstance(weighting, dict):
+            _set_weight_regularizer(l, "gamma", "gamma_regularizer", keras.regularizers.L1(strength))
         out[l.name] = strength
     return out
 

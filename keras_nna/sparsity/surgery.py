@@ -38,7 +38,7 @@ from keras_nna.quantization.layer_kinds import layer_kind, unwrap
 from keras_nna.sparsity.graph import count_params_and_macs, layer_graph
 
 __all__ = ["ChannelGroup", "channel_groups", "dead_channels", "remove_pruned_filters",
-           "compare_models"]
+           "compare_models", "rebuild_channels"]
 
 # Layer kinds (keras_nna.quantization.layer_kinds) that create channels, and that keep them.
 PRODUCER_KINDS = ("conv", "separable", "dense")
@@ -240,14 +240,55 @@ def remove_pruned_filters(model, verbose=False):
     """
     groups = channel_groups(model)
     removable = dead_channels(model, groups)
-    out_keep = {n: np.flatnonzero(~r) for n, r in removable.items()}
-    # Channels kept at the input of each layer: (kept channel indices, channel count, repeat).
+    new = rebuild_channels(model, groups, {n: np.flatnonzero(~r) for n, r in removable.items()})
+    if verbose:
+        report = compare_models(model, new)
+        print(f"params {report['params_before']} -> {report['params_after']}, "
+              f"MACs {report['macs_before']} -> {report['macs_after']}")
+    return new
+
+
+def rebuild_channels(model, groups, out_index, in_scale=None):
+    """A copy of `model` whose channel groups are re-indexed (the one slicing rule).
+
+    Channel `k` of group `n` in the new model is channel `out_index[n][k]` of the old
+    one: the producer's filter, the BN/depthwise parameters of the members and the
+    consumers' input weights are taken with these indices, so an index array that
+    drops channels removes them (:func:`remove_pruned_filters`) and one that repeats
+    channels replicates them (:func:`keras_nna.optimize.scale_widths`).
+
+    Args:
+        model: A built functional or Sequential model.
+        groups: Its :func:`channel_groups`.
+        out_index: Dict producer name → integer index array (groups not listed keep
+            all their channels).
+        in_scale: Optional dict producer name → float array (one per new channel)
+            multiplying the consumers' input weights of that channel. Defaults to
+            `None`.
+
+    Returns:
+        The new model (same kind, same layer names).
+
+    Example:
+
+    >>> import keras
+    >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="a"),
+    ...                       keras.layers.Dense(1, name="b")])
+    >>> wide = rebuild_channels(m, channel_groups(m), {"a": [0, 1, 1]}, {"a": [1, .5, .5]})
+    >>> wide.get_layer("a").units
+    3
+    """
+    in_scale = in_scale or {}
+    out_keep = {n: np.asarray(i, int) for n, i in out_index.items()}
+    # Channels at the input of each layer: (channel indices, channel count, repeat, scale).
     in_keep = {}
     for n, g in groups.items():
+        if n not in out_keep:
+            continue
         for m in g.members:
-            in_keep[m] = (out_keep[n], g.channels, 1)
-        for c, src in g.consumers.items():
-            in_keep[c] = (out_keep[n], g.channels, g.repeat[c])
+            in_keep[m] = (out_keep[n], g.channels, 1, None)
+        for c in g.consumers:
+            in_keep[c] = (out_keep[n], g.channels, g.repeat[c], in_scale.get(n))
 
     def clone(layer):
         cfg = layer.get_config()
@@ -258,41 +299,41 @@ def remove_pruned_filters(model, verbose=False):
 
     new = keras.models.clone_model(model, clone_function=clone)
     for layer in model.layers:
-        weights = {v.name: keras.ops.convert_to_numpy(v) for v in layer.weights}
-        if not weights or (layer.name not in out_keep and layer.name not in in_keep):
-            if weights:
-                new.get_layer(layer.name).set_weights(layer.get_weights())
-            continue
-        kind = _kind(layer)
-        ok = out_keep.get(layer.name)
-        ik = in_keep.get(layer.name)
-        sliced = []
-        for v in layer.weights:
-            w = weights[v.name]
-            if kind == "batchnorm" or (kind == "depthwise" and v.name == "bias"):
-                w = _slice(w, -1, ik[0])
-            elif kind == "depthwise":
-                w = _slice(w, w.ndim - 2, ik[0])
-            else:
-                if v.name == "bias" and ok is not None:
-                    w = _slice(w, 0, ok)
-                if v.name in ("kernel", "pointwise_kernel") and ok is not None:
-                    w = _slice(w, w.ndim - 1, ok)
-                if ik is not None and v.name in ("kernel", "depthwise_kernel", "pointwise_kernel"):
-                    index, channels, rep = ik
-                    if v.name == "pointwise_kernel":
-                        mult = unwrap(layer).depth_multiplier
-                        index = (index[:, None] * mult + np.arange(mult)[None]).reshape(-1)
-                    elif rep > 1:
-                        index = (np.arange(rep)[:, None] * channels + index[None]).reshape(-1)
-                    w = _slice(w, 0 if kind == "dense" else w.ndim - 2, index)
-            sliced.append(w)
-        new.get_layer(layer.name).set_weights(sliced)
-    if verbose:
-        report = compare_models(model, new)
-        print(f"params {report['params_before']} -> {report['params_after']}, "
-              f"MACs {report['macs_before']} -> {report['macs_after']}")
+        if layer.weights:
+            new.get_layer(layer.name).set_weights(
+                [_reindex(layer, v, out_keep.get(layer.name), in_keep.get(layer.name))
+                 for v in layer.weights])
     return new
+
+
+def _reindex(layer, v, ok, ik):
+    """One weight of `layer` with its output (`ok`) and input (`ik`) channels re-indexed."""
+    w = keras.ops.convert_to_numpy(v)
+    kind = _kind(layer)
+    if ik is not None and (kind == "batchnorm" or (kind == "depthwise" and v.name == "bias")):
+        return _slice(w, -1, ik[0])
+    if ik is not None and kind == "depthwise":
+        return _slice(w, w.ndim - 2, ik[0])
+    if v.name == "bias" and ok is not None:
+        w = _slice(w, 0, ok)
+    if v.name in ("kernel", "pointwise_kernel") and ok is not None:
+        w = _slice(w, w.ndim - 1, ok)
+    if ik is not None and v.name in ("kernel", "depthwise_kernel", "pointwise_kernel"):
+        index, channels, rep, scale = ik
+        if v.name == "pointwise_kernel":
+            mult = unwrap(layer).depth_multiplier
+            index = (index[:, None] * mult + np.arange(mult)[None]).reshape(-1)
+            scale = None if scale is None else np.repeat(scale, mult)
+        elif rep > 1:
+            index = (np.arange(rep)[:, None] * channels + index[None]).reshape(-1)
+            scale = None if scale is None else np.tile(scale, rep)
+        axis = 0 if kind == "dense" else w.ndim - 2
+        w = _slice(w, axis, index)
+        if scale is not None and v.name != "depthwise_kernel":
+            shape = [1] * w.ndim
+            shape[axis] = -1
+            w = w * np.reshape(scale, shape).astype(w.dtype)
+    return w
 
 
 def compare_models(before, after):
