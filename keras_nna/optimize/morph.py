@@ -28,7 +28,6 @@ Example (a minute on digits; see ``tests/test_optimize_morph.py``)::
 """
 
 import dataclasses
-import math
 import time
 
 import numpy as np
@@ -36,7 +35,7 @@ import keras
 
 from keras_nna._checks import check_number
 from keras_nna.optimize.budget import Budget, measure_cost
-from keras_nna.optimize.widths import scalable_groups, scale_widths, target_widths, widths
+from keras_nna.optimize.widths import _costs, _log, expand_to_budget, scalable_groups, widths
 from keras_nna.quantization.layer_kinds import layer_kind, unwrap
 from keras_nna.sparsity.activations import quantize_codes
 from keras_nna.sparsity.graph import event_fan_out, layer_graph
@@ -55,11 +54,6 @@ def _policy(policy):
     from keras_nna.quantization import QuantizationPolicy
 
     return QuantizationPolicy() if policy is None else policy
-
-
-def _log(verbose, start, msg):
-    if verbose:
-        print(f"[morph +{time.time() - start:6.1f} s] {msg}", flush=True)
 
 
 def _group_bn(model, group):
@@ -269,92 +263,6 @@ def shrink(model, x, y, *, images=None, profile="nna-1core", strength=1e-4, epoc
     return small
 
 
-def _check_bounds(low, high, tolerance, max_steps):
-    low = check_number("low", low, low=0.0, low_open=True, fix="Pass e.g. low=0.25.")
-    high = check_number("high", high, low=low, fix=f"Pass a `high` >= low={low:g}, e.g. 4.0.")
-    tolerance = check_number("tolerance", tolerance, low=0.0, low_open=True,
-                             fix="Pass a relative tolerance such as 0.02.")
-    max_steps = check_number("max_steps", max_steps, low=1, integer=True, fix="Pass e.g. 12.")
-    return low, high, tolerance, max_steps
-
-
-def expand_to_budget(model, budget, images, *, policy=None, low=0.25, high=4.0, tolerance=0.02,  # long: one search
-                     max_steps=12, verbose=0):
-    """Finds the largest width multiplier whose quantized cost meets the budget (no training).
-
-    Each candidate is `scale_widths(model, m, noise=0)` → `quantize_model(policy)` →
-    `measure_cost(images, budget.profile)`, feasible when `budget.feasible` holds.
-    The search bisects `[low, high]` on a log scale until `high/low <= 1 + tolerance`
-    or `max_steps` candidates after the two ends; widths that round to the same
-    channel counts are measured once.
-
-    Args:
-        model: A float functional or Sequential model (trained: its event
-            statistics are what the search prices).
-        budget: A :class:`Budget` with at least one limit.
-        images: uint8 calibration images `[N, H, W, C]`.
-        policy: `QuantizationPolicy` for `quantize_model`. Defaults to `None`.
-        low: Smallest multiplier tried. Defaults to `0.25`.
-        high: Largest multiplier tried. Defaults to `4.0`.
-        tolerance: Relative precision of the multiplier. Defaults to `0.02`.
-        max_steps: Bisection steps at most. Defaults to `12`.
-        verbose: Print a line per candidate. Defaults to `0`.
-
-    Returns:
-        `(model, multiplier, cost)`: the scaled float model, its multiplier and
-        its `CandidateCost`.
-
-    Raises:
-        TypeError: If `model` is quantized or `budget` is not a `Budget`.
-        ValueError: If the budget has no limit, a bound is bad, or even `low` is
-            over budget (the message shows its cost).
-    """
-    from keras_nna.quantization import quantize_model
-
-    if not isinstance(budget, Budget):
-        raise TypeError(f"Expected a keras_nna.optimize.Budget. Received: {type(budget).__name__}.")
-    if not budget.limits:
-        raise ValueError("expand_to_budget needs a budget with at least one limit, e.g. "
-                         "Budget('nna-1core', energy_uj=1.5). Received: a budget with no limit.")
-    low, high, tolerance, max_steps = _check_bounds(low, high, tolerance, max_steps)
-    groups = scalable_groups(model, "expand")
-    start, cache = time.time(), {}
-
-    def measure(m):
-        key = tuple(sorted(target_widths(groups, m).items()))
-        if key not in cache:
-            scaled = scale_widths(model, m, noise=0.0)
-            cost = measure_cost(quantize_model(scaled, policy), images, profile=budget.profile)
-            cache[key] = (scaled, cost, budget.feasible(cost.costs))
-            _log(verbose, start, f"x{m:.3f}: {_costs(cost)} "
-                 f"{'within' if cache[key][2] else 'over'} budget")
-        return cache[key]
-
-    best = measure(low)
-    if not best[2]:
-        raise ValueError(f"Even the narrowest width (multiplier low={low:g}) is over the budget "
-                         f"({budget.describe()}): it costs {_costs(best[1])}. Lower `low`, shrink "
-                         "the model first, or raise the budget.")
-    lo, top = low, measure(high)
-    if top[2]:
-        return top[0], float(high), top[1]
-    hi = high
-    for _ in range(max_steps):
-        if hi / lo <= 1.0 + tolerance:
-            break
-        mid = math.sqrt(lo * hi)
-        cand = measure(mid)
-        if cand[2]:
-            lo, best = mid, cand
-        else:
-            hi = mid
-    return best[0], float(lo), best[1]
-
-
-def _costs(cost):
-    return ", ".join(f"{k} {v:.4g}" for k, v in cost.costs.items())
-
-
 @dataclasses.dataclass
 class MorphResult:
     """What :func:`morph` returns.
@@ -364,9 +272,10 @@ class MorphResult:
         multiplier: The last round's width multiplier.
         cost: `CandidateCost` of `quantize_model(model, policy)` on the images.
         history: One dict per round: `params_shrunk`, `widths_shrunk`,
-            `multiplier`, `params`, `widths`, `expand_costs` (before fine-tune),
-            `costs` (after), `narrowed` (whether the fine-tuned model had to be
-            narrowed back into the budget).
+            `multiplier` (product of the expansion and any narrowing; channel
+            counts are rounded), `params`, `widths`, `expand_costs` (before
+            fine-tune), `costs` (after), `narrowed` (how many times the fine-tuned
+            model had to be narrowed back into the budget).
         accuracy: Emulator accuracy of the quantized final model on
             `(x_val, y_val)`, or `None`.
     """
@@ -380,13 +289,14 @@ class MorphResult:
 
 def morph(model, x, y, budget, *, images, rounds=1, strength=1e-4, shrink_epochs=2,  # long: one pipeline
           finetune_epochs=2, distill=True, policy=None, x_val=None, y_val=None, verbose=1,
-          lr=1e-3, batch_size=64, threshold=1e-2):
+          lr=1e-3, shrink_lr=None, batch_size=64, threshold=1e-2):
     """MorphNet to a budget: shrink → expand to the budget → fine-tune, `rounds` times.
 
     Fine-tuning moves the event statistics, so after it the cost is measured again;
     a model over budget is narrowed back (:func:`expand_to_budget` with
-    `high=1`, no training) and the round records `narrowed=True`. The final
-    model always meets the budget.
+    `high=1`, keeping the highest-gamma channels) and fine-tuned again, at most
+    twice; a third narrowing is final (no training). The round records how many
+    narrowings it needed (`narrowed`). The final model always meets the budget.
 
     Args:
         model: A trained float functional or Sequential model (logits out);
@@ -404,7 +314,11 @@ def morph(model, x, y, budget, *, images, rounds=1, strength=1e-4, shrink_epochs
         x_val: Validation images for the final accuracy. Defaults to `None`.
         y_val: Validation labels. Defaults to `None`.
         verbose: Progress lines with elapsed time. Defaults to `1`.
-        lr: Learning rate. Defaults to `1e-3`.
+        lr: Fine-tune learning rate (cosine decay). Defaults to `1e-3`.
+        shrink_lr: Shrink learning rate. With Adam a gamma moves by about
+            `shrink_lr` per step at most, so `shrink_epochs × steps × shrink_lr`
+            must exceed the gammas (≈ 1) for filters to reach the threshold.
+            Defaults to `None` (`lr`).
         batch_size: Batch size. Defaults to `64`.
         threshold: Shrink's `|gamma|` threshold. Defaults to `1e-2`.
 
@@ -426,24 +340,34 @@ def morph(model, x, y, budget, *, images, rounds=1, strength=1e-4, shrink_epochs
     for r in range(rounds):
         small = shrink(current, x, y, images=images, profile=budget.profile, strength=strength,
                        epochs=shrink_epochs, threshold=threshold, batch_size=batch_size,
-                       teacher=teacher, policy=policy, lr=lr, verbose=verbose)
+                       teacher=teacher, policy=policy, lr=lr if shrink_lr is None else shrink_lr,
+                       verbose=verbose)
         entry = {"round": r + 1, "params_shrunk": small.count_params(),
                  "widths_shrunk": widths(small)}
         _log(verbose, start, f"round {r + 1}: shrunk to {entry['params_shrunk']:,} parameters")
-        wide, m, cost = expand_to_budget(small, budget, images, policy=policy)
+        # Room to grow back past the start width, whatever the shrink removed.
+        ratio = max(a / b for a, b in zip(widths(current).values(), widths(small).values()))
+        wide, m, cost = expand_to_budget(small, budget, images, policy=policy,
+                                         high=max(4.0, 2.0 * ratio))
         entry.update(multiplier=m, expand_costs=dict(cost.costs))
         _log(verbose, start, f"round {r + 1}: expanded x{m:.3f} -> {wide.count_params():,} "
              f"parameters, {_costs(cost)}")
         _train(wide, x, y, finetune_epochs, lr, batch_size, teacher, start, verbose, "fine-tune")
         cost = measure_cost(quantize_model(wide, policy), images, profile=budget.profile)
-        entry["narrowed"] = not budget.feasible(cost.costs)
-        if entry["narrowed"]:
+        entry["narrowed"] = 0
+        while not budget.feasible(cost.costs):
             wide, m2, cost = expand_to_budget(wide, budget, images, policy=policy, high=1.0)
-            m *= m2
-            entry["multiplier"] = m
-        entry.update(params=wide.count_params(), widths=widths(wide), costs=dict(cost.costs))
-        _log(verbose, start, f"round {r + 1}: fine-tuned, {_costs(cost)}"
-             + (" (narrowed back into the budget)" if entry["narrowed"] else ""))
+            m, entry["narrowed"] = m * m2, entry["narrowed"] + 1
+            _log(verbose, start, f"round {r + 1}: over budget after fine-tuning: narrowed "
+                 f"x{m2:.3f}, {_costs(cost)}")
+            if entry["narrowed"] == 3:
+                break
+            _train(wide, x, y, finetune_epochs, lr, batch_size, teacher, start, verbose,
+                   "fine-tune")
+            cost = measure_cost(quantize_model(wide, policy), images, profile=budget.profile)
+        entry.update(multiplier=m, params=wide.count_params(), widths=widths(wide),
+                     costs=dict(cost.costs))
+        _log(verbose, start, f"round {r + 1}: fine-tuned, {_costs(cost)}")
         history.append(entry)
         current = wide
     accuracy = None

@@ -19,6 +19,9 @@ outputs (the classifier) never change width.
   (:func:`keras_nna.sparsity.filter_scores`: ``"bn_gamma"``, else ``"l1"``
   for a group without BatchNorm) and removes the others.
 
+:func:`expand_to_budget` searches the largest multiplier whose quantized cost
+meets a :class:`keras_nna.optimize.Budget` (no training).
+
 Scale the float model, then quantize it (``quantize_model``); a quantized
 model is refused. Layer names are preserved. The re-indexing itself is
 :func:`keras_nna.sparsity.surgery.rebuild_channels`, the rule filter removal
@@ -39,16 +42,20 @@ True
 1
 """
 
+import math
+import time
+
 import numpy as np
 import keras
 
 from keras_nna._checks import check_number
+from keras_nna.optimize.budget import Budget, measure_cost
 from keras_nna.quantization import is_quantize_wrapper
 from keras_nna.quantization.layer_kinds import iter_layers
 from keras_nna.sparsity.filters import filter_scores
 from keras_nna.sparsity.surgery import channel_groups, rebuild_channels
 
-__all__ = ["scale_widths"]
+__all__ = ["scale_widths", "expand_to_budget"]
 
 
 def scalable_groups(model, what="scale"):
@@ -190,3 +197,99 @@ def widths(model):
     """Dict producer name → channel count of every Conv2D/SeparableConv2D/Dense layer."""
     return {n: g.channels for n, g in channel_groups(model).items()}
 
+
+def _log(verbose, start, msg):
+    if verbose:
+        print(f"[morph +{time.time() - start:6.1f} s] {msg}", flush=True)
+
+
+def _check_bounds(low, high, tolerance, max_steps):
+    low = check_number("low", low, low=0.0, low_open=True, fix="Pass e.g. low=0.25.")
+    high = check_number("high", high, low=low, fix=f"Pass a `high` >= low={low:g}, e.g. 4.0.")
+    tolerance = check_number("tolerance", tolerance, low=0.0, low_open=True,
+                             fix="Pass a relative tolerance such as 0.02.")
+    max_steps = check_number("max_steps", max_steps, low=1, integer=True, fix="Pass e.g. 12.")
+    return low, high, tolerance, max_steps
+
+
+def expand_to_budget(model, budget, images, *, policy=None, low=0.25, high=4.0, tolerance=0.02,  # long: one search
+                     max_steps=12, noise=0.01, seed=0, verbose=0):
+    """Finds the largest width multiplier whose quantized cost meets the budget (no training).
+
+    Each candidate is `scale_widths(model, m, noise=noise)` → `quantize_model(policy)`
+    → `measure_cost(images, budget.profile)`, feasible when `budget.feasible` holds.
+    The small noise on the replicas (needed so that fine-tuning can tell them
+    apart) barely moves the function, so the trained model's events carry over;
+    the returned cost is that of the returned model.
+    The search bisects `[low, high]` on a log scale until `high/low <= 1 + tolerance`
+    or `max_steps` candidates after the two ends; widths that round to the same
+    channel counts are measured once.
+
+    Args:
+        model: A float functional or Sequential model (trained: its event
+            statistics are what the search prices).
+        budget: A :class:`Budget` with at least one limit.
+        images: uint8 calibration images `[N, H, W, C]`.
+        policy: `QuantizationPolicy` for `quantize_model`. Defaults to `None`.
+        low: Smallest multiplier tried. Defaults to `0.25`.
+        high: Largest multiplier tried. Defaults to `4.0`.
+        tolerance: Relative precision of the multiplier. Defaults to `0.02`.
+        max_steps: Bisection steps at most. Defaults to `12`.
+        noise: `scale_widths` noise on the new replicas (`0`: exactly
+            function-preserving). Defaults to `0.01`.
+        seed: Seed of the noise. Defaults to `0`.
+        verbose: Print a line per candidate. Defaults to `0`.
+
+    Returns:
+        `(model, multiplier, cost)`: the scaled float model, its multiplier and
+        its `CandidateCost`.
+
+    Raises:
+        TypeError: If `model` is quantized or `budget` is not a `Budget`.
+        ValueError: If the budget has no limit, a bound is bad, or even `low` is
+            over budget (the message shows its cost).
+    """
+    from keras_nna.quantization import quantize_model
+
+    if not isinstance(budget, Budget):
+        raise TypeError(f"Expected a keras_nna.optimize.Budget. Received: {type(budget).__name__}.")
+    if not budget.limits:
+        raise ValueError("expand_to_budget needs a budget with at least one limit, e.g. "
+                         "Budget('nna-1core', energy_uj=1.5). Received: a budget with no limit.")
+    low, high, tolerance, max_steps = _check_bounds(low, high, tolerance, max_steps)
+    groups = scalable_groups(model, "expand")
+    start, cache = time.time(), {}
+
+    def measure(m):
+        key = tuple(sorted(target_widths(groups, m).items()))
+        if key not in cache:
+            scaled = scale_widths(model, m, noise=noise, seed=seed)
+            cost = measure_cost(quantize_model(scaled, policy), images, profile=budget.profile)
+            cache[key] = (scaled, cost, budget.feasible(cost.costs))
+            _log(verbose, start, f"x{m:.3f}: {_costs(cost)} "
+                 f"{'within' if cache[key][2] else 'over'} budget")
+        return cache[key]
+
+    best = measure(low)
+    if not best[2]:
+        raise ValueError(f"Even the narrowest width (multiplier low={low:g}) is over the budget "
+                         f"({budget.describe()}): it costs {_costs(best[1])}. Lower `low`, shrink "
+                         "the model first, or raise the budget.")
+    lo, top = low, measure(high)
+    if top[2]:
+        return top[0], float(high), top[1]
+    hi = high
+    for _ in range(max_steps):
+        if hi / lo <= 1.0 + tolerance:
+            break
+        mid = math.sqrt(lo * hi)
+        cand = measure(mid)
+        if cand[2]:
+            lo, best = mid, cand
+        else:
+            hi = mid
+    return best[0], float(lo), best[1]
+
+
+def _costs(cost):
+    return ", ".join(f"{k} {v:.4g}" for k, v in cost.costs.items())
