@@ -21,8 +21,6 @@ FLOPs: a channel that rarely fires is cheap even if its layer is large.
 
 Example (a minute on digits; see ``tests/test_optimize_morph.py``)::
 
-    from keras_nna.optimize import Budget, morph
-
     result = morph(float_model, x, y, Budget("nna-1core", energy_uj=0.5), images=x[:128])
     result.model, result.multiplier, result.cost.costs
 """
@@ -178,12 +176,6 @@ def event_cost_weights(model, images, profile="nna-1core", policy=None):
     return _normalised(costs)
 
 
-def _clone(model):
-    new = keras.models.clone_model(model)
-    new.set_weights(model.get_weights())
-    return new
-
-
 def _train(model, x, y, epochs, lr, batch_size, teacher, start, verbose, what):
     from keras_nna.optimize.space import _fit, _teacher
 
@@ -235,12 +227,25 @@ def shrink(model, x, y, *, images=None, profile="nna-1core", strength=1e-4, epoc
     Raises:
         TypeError: If `model` is quantized or a number is not a number.
         ValueError: On a bad number, or if no group can be shrunk (names the layer).
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> L = keras.layers
+    >>> m = keras.Sequential([keras.Input((4,)), L.Dense(8, name="d"),
+    ...     L.BatchNormalization(name="bn"), L.ReLU(), L.Dense(2)])
+    >>> _ = m.get_layer("bn").gamma.assign(np.r_[np.zeros(5), np.ones(3)].astype("float32"))
+    >>> small = shrink(m, np.ones((8, 4)), np.zeros(8, int), epochs=0, verbose=0)
+    >>> small.get_layer("d").units
+    3
     """
     start = time.time()
     strength = check_number("strength", strength, low=0.0, fix="Pass e.g. strength=1e-4.")
     epochs = check_number("epochs", epochs, low=0, integer=True, fix="Pass e.g. epochs=2.")
     threshold = check_number("threshold", threshold, low=0.0, fix="Pass e.g. threshold=1e-2.")
     bn_groups = _bn_groups(model, "shrink")
+    from keras_nna.optimize.space import _teacher as _clone  # clone with weights
+
     student = _clone(model)
     weights = event_cost_weights(student, x[:256] if images is None else images, profile, policy)
     add_gamma_regularization(student, strength, weighting=weights)
@@ -329,6 +334,19 @@ def morph(model, x, y, budget, *, images, rounds=1, strength=1e-4, shrink_epochs
         TypeError: If `model` is quantized or `budget` is not a `Budget`.
         ValueError: If the budget has no limit or cannot be met, or the model
             cannot be shrunk (names the layer).
+
+    Example (no training here, just the plumbing):
+
+    >>> import numpy as np, keras
+    >>> from keras_nna.optimize import Budget
+    >>> L = keras.layers
+    >>> m = keras.Sequential([keras.Input((4, 4, 1)), L.Rescaling(1 / 255), L.Flatten(),
+    ...     L.Dense(8, name="d"), L.BatchNormalization(), L.ReLU(), L.Dense(2)])
+    >>> x = np.random.default_rng(0).integers(0, 256, (16, 4, 4, 1)).astype("uint8")
+    >>> r = morph(m, x, np.zeros(16, int), Budget(events=40), images=x, shrink_epochs=0,
+    ...           finetune_epochs=0, verbose=0)
+    >>> r.multiplier > 1, r.cost.costs["events"] <= 40, r.cost.bit_exact
+    (True, True, True)
     """
     from keras_nna.quantization import quantize_model
 

@@ -248,6 +248,18 @@ def expand_to_budget(model, budget, images, *, policy=None, low=0.25, high=4.0, 
         TypeError: If `model` is quantized or `budget` is not a `Budget`.
         ValueError: If the budget has no limit, a bound is bad, or even `low` is
             over budget (the message shows its cost).
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> from keras_nna.optimize import Budget
+    >>> L = keras.layers
+    >>> m = keras.Sequential([keras.Input((4, 4, 1)), L.Rescaling(1 / 255), L.Flatten(),
+    ...     L.Dense(8, name="d"), L.BatchNormalization(), L.ReLU(), L.Dense(2)])
+    >>> x = np.random.default_rng(0).integers(0, 256, (16, 4, 4, 1)).astype("uint8")
+    >>> wide, m_best, cost = expand_to_budget(m, Budget(events=40), x)
+    >>> wide.get_layer("d").units > 8, m_best > 1, cost.costs["events"] <= 40, cost.bit_exact
+    (True, True, True, True)
     """
     from keras_nna.quantization import quantize_model
 
