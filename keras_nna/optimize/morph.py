@@ -389,7 +389,7 @@ def morph(model, x, y, budget, *, images, rounds=1, strength=1e-4, shrink_epochs
         history.append(entry)
         current = wide
     accuracy = None
-    if x_val is not None:
+    if x_val is not None and y_val is not None:
         accuracy = measure_cost(quantize_model(current, policy), x_val, y_val,
                                 profile=budget.profile).accuracy
         _log(verbose, start, f"quantized (no QAT) emulator accuracy {accuracy:.4f}")

@@ -242,7 +242,8 @@ def expand_to_budget(model, budget, images, *, policy=None, low=0.25, high=4.0, 
 
     Returns:
         `(model, multiplier, cost)`: the scaled float model, its multiplier and
-        its `CandidateCost`.
+        its `CandidateCost`. If `high` itself is within budget it is returned
+        (pass a larger `high` to grow further).
 
     Raises:
         TypeError: If `model` is quantized or `budget` is not a `Budget`.
