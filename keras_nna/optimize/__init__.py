@@ -54,8 +54,8 @@ _ATTRIBUTES = {
     "result": ["OptimizeResult", "Point"],
     "search": ["load_result", "optimize", "refit"],
     "study": ["open_storage", "run_study", "trial_records", "worker_id"],
-    "widths": ["scale_widths"],
-    "morph": ["MorphResult", "event_cost_weights", "expand_to_budget", "morph", "shrink"],
+    "widths": ["expand_to_budget", "scale_widths"],
+    "morphnet": ["MorphResult", "event_cost_weights", "morph", "shrink"],
 }
 
 __all__ = sorted(name for names in _ATTRIBUTES.values() for name in names)

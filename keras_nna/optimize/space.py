@@ -6,7 +6,7 @@ quantized candidate by following a recipe, always in the same order:
 
 1. **shrink** (``morph_strength > 0``): MorphNet's cost-weighted BatchNorm-gamma
    L1 for ``shrink_epochs``, then the filters it zeroes are removed
-   (:func:`keras_nna.optimize.morph.shrink`);
+   (:func:`keras_nna.optimize.morphnet.shrink`);
 2. **width** (``width != 1``): every hidden layer's filters times ``width``
    (:func:`keras_nna.optimize.widths.scale_widths`, function-preserving when
    widening, keeping the best filters when narrowing);
@@ -208,7 +208,8 @@ def _teacher(start_model):
 
 
 def train_candidate(recipe, start_model, x, y, *, epochs=2, qat_epochs=1, sensitivity=None,  # long: one pipeline
-                    profile="nna-1core", images=None, shrink_epochs=1, lr=1e-3, qat_lr=5e-4,
+                    profile="nna-1core", images=None, shrink_epochs=1, shrink_lr=1e-2, lr=1e-3,
+                    qat_lr=5e-4,
                     batch_size=64, seed=0, teacher=None, verbose=0):
     """Trains one candidate from a trained float model, following a recipe.
 
@@ -226,6 +227,9 @@ def train_candidate(recipe, start_model, x, y, *, epochs=2, qat_epochs=1, sensit
         images: Calibration images for the shrink's event weights. Defaults to
             `None` (the first 256 training images).
         shrink_epochs: Epochs of the shrink step. Defaults to `1`.
+        shrink_lr: Learning rate of the shrink step: Adam moves a gamma by about
+            the learning rate per step whatever the L1 strength, so a short shrink
+            needs a large one to bring gammas under the threshold. Defaults to `1e-2`.
         lr: Fine-tune learning rate (cosine decay). Defaults to `1e-3`.
         qat_lr: QAT learning rate. Defaults to `5e-4`.
         batch_size: Batch size. Defaults to `64`.
@@ -254,11 +258,11 @@ def train_candidate(recipe, start_model, x, y, *, epochs=2, qat_epochs=1, sensit
     model = _teacher(start_model)
     images = x[:256] if images is None else images
     if recipe.morph_strength > 0:
-        from keras_nna.optimize.morph import shrink
+        from keras_nna.optimize.morphnet import shrink
 
         model = shrink(model, x, y, images=images, profile=profile,
                              strength=recipe.morph_strength, epochs=shrink_epochs,
-                             batch_size=batch_size, verbose=0)
+                             lr=shrink_lr, batch_size=batch_size, verbose=0)
         _log(verbose, start, f"shrunk to {model.count_params():,} parameters")
     if recipe.width != 1.0:
         from keras_nna.optimize.widths import scale_widths

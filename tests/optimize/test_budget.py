@@ -76,3 +76,12 @@ def test_measure_cost_matches_deploy_and_cost_model():
     assert cost.costs["time_us"] == pytest.approx(ref.cost.total["time_s"] * 1e6)
     assert cost.costs["program_bytes"] == len(ref.program.to_bytes())
     assert cost.accuracy == pytest.approx(float(np.mean(ref.outputs.argmax(-1) == yv)))
+
+
+def test_helpers_model_is_trained():
+    """The shared start model of the optimize tests is a real trained model (not chance)."""
+    from tests.optimize.helpers import digits, trained_cnn
+
+    _, _, xv, yv = digits()
+    logits = trained_cnn().predict(xv.astype("float32"), verbose=0)
+    assert np.mean(logits.argmax(-1) == yv) >= 0.8

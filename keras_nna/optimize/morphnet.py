@@ -19,7 +19,7 @@ FLOPs: a channel that rarely fires is cheap even if its layer is large.
   for a number of rounds; a :class:`MorphResult` with the final model, its
   multiplier, its measured cost and a per-round history.
 
-Example (a minute on digits; see ``tests/test_optimize_morph.py``)::
+Example (a minute on digits; see ``tests/optimize/test_morph.py``)::
 
     result = morph(float_model, x, y, Budget("nna-1core", energy_uj=0.5), images=x[:128])
     result.model, result.multiplier, result.cost.costs

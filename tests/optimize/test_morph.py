@@ -6,7 +6,7 @@ import pytest
 
 from keras_nna.models import AkidaNet
 from keras_nna.optimize.budget import Budget, measure_cost
-from keras_nna.optimize.morph import event_cost_weights, expand_to_budget, morph, shrink
+from keras_nna.optimize.morphnet import event_cost_weights, expand_to_budget, morph, shrink
 from keras_nna.optimize.widths import scale_widths
 from keras_nna.quantization import quantize_model
 from keras_nna.sparsity import add_gamma_regularization, channel_groups
