@@ -115,8 +115,9 @@ def _morph(args, start, x, y, xt, yt, baseline):
 
     budget = Budget("nna-1core", energy_uj=baseline.costs["energy_uj"])
     common.log(f"MorphNet: shrink, expand to {budget.describe()}, fine-tune")
-    out = morph(start, x, y, budget, images=x[:500], shrink_epochs=1 if args.quick else 3,
-                finetune_epochs=args.ft_epochs, distill=True, verbose=1)
+    out = morph(start, x, y, budget, images=x[:128 if args.quick else 1000],
+                shrink_epochs=1 if args.quick else 3, strength=0.05, threshold=0.05,
+                shrink_lr=1e-2, finetune_epochs=args.ft_epochs, distill=True, verbose=1)
     # QAT of the morphed model (distilled from the start model), measured like the others.
     point = refit(Recipe(distill=True), out.model, (x, y, xt, yt), budget, epochs=0,
                   qat_epochs=args.qat_epochs, teacher=start,

@@ -90,7 +90,7 @@ class Recipe:
 # a log-scaled knob is reached through a separate on/off choice.
 _KNOBS = {
     "width": ("log", (0.5, 1.5)),
-    "morph_strength": ("log0", (1e-5, 1e-3)),
+    "morph_strength": ("log0", (1e-3, 1e-1)),
     "pruning_drop": ("float", (0.0, 0.03)),
     "hoyer": ("float", (0.0, 2.0)),
     "activation_max": ("choice", (2.0, 4.0)),
@@ -109,7 +109,7 @@ class SearchSpace:
     Args:
         width: Width multiplier range (log scale). Defaults to `(0.5, 1.5)`.
         morph_strength: Shrink strength range (log scale; 0 = no shrink is one
-            more choice). Defaults to `(1e-5, 1e-3)`.
+            more choice). Defaults to `(1e-3, 1e-1)`.
         pruning_drop: Per-layer accuracy drop for pruning ratios. Defaults to
             `(0.0, 0.03)`.
         hoyer: Hoyer strength range. Defaults to `(0.0, 2.0)`.
@@ -121,7 +121,7 @@ class SearchSpace:
     """
 
     width: object = (0.5, 1.5)
-    morph_strength: object = (1e-5, 1e-3)
+    morph_strength: object = (1e-3, 1e-1)
     pruning_drop: object = (0.0, 0.03)
     hoyer: object = (0.0, 2.0)
     activation_max: object = (2.0, 4.0)

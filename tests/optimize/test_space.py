@@ -33,7 +33,7 @@ def test_suggest_asks_only_varying_knobs(pick):
     assert recipe.width == [0.5, 2.0][pick] and recipe.distill is [False, True][pick]
     assert ("width", 0.5, 2.0, True) in trial.asked  # the width is log-scaled
     # morph_strength: an on/off choice, then a log-scaled strength only when on.
-    assert recipe.morph_strength == [0.0, 1e-3][pick]
+    assert recipe.morph_strength == [0.0, 1e-1][pick]
     assert ("morph_strength" in names) is bool(pick)
 
 
