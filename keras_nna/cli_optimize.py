@@ -101,6 +101,10 @@ def run_optimize(args):
     """Runs `keras-nna optimize` from parsed arguments; returns the exit status."""
     from keras_nna.optimize import OptimizeResult, optimize, refit
 
+    if not args.budget:
+        raise CliError("missing --budget NAME=VALUE: a limit per inference such as "
+                       "energy_uj=1.5, time_us=20, events=2500, dram_bytes=1e6 or "
+                       "program_bytes=150000 (repeatable).", 2)
     budget = _budget(args)  # usage errors before the slow imports and loads
     for flag in ("trials", "epochs", "qat_epochs", "val_images", "final_epochs"):
         if getattr(args, flag) < (1 if flag in ("trials", "val_images") else 0):

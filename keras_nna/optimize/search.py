@@ -147,8 +147,9 @@ def optimize(model, data, budget, *, n_trials=20, space=None, objective=None, ep
 
     Raises:
         TypeError: If `budget` is not a `Budget`.
-        ValueError: For malformed data, an unknown objective, bad counts, or a
-            storage that cannot be opened.
+        ValueError: For malformed data, an unknown objective, bad counts, a
+            storage that cannot be opened, or a space that varies the width or
+            the shrink of a model surgery cannot change (the layer is named).
         ImportError: If Optuna is not installed (`pip install "keras_nna[search]"`).
     """
     from keras_nna.optimize.study import run_study
@@ -165,6 +166,10 @@ def optimize(model, data, budget, *, n_trials=20, space=None, objective=None, ep
     x_val, y_val = x_val[:val_images], y_val[:val_images]
     space = SearchSpace() if space is None else space
     objective = _objective_name(budget, objective)
+    if {"width", "morph_strength"} & set(space.varying()) or space.width != 1.0:
+        from keras_nna.optimize.widths import scalable_groups
+
+        scalable_groups(model, "scale or shrink")  # names the blocking layer before any trial
     os.makedirs(out_dir, exist_ok=True)
     sensitivity = _sensitivity(model, x_val, y_val, space, out_dir)
 

@@ -85,7 +85,7 @@ def scalable_groups(model, what="scale"):
         first = next(iter(groups.values()))
         why = first.blocked or "its channels feed no Conv2D/SeparableConv2D/Dense consumer"
         raise ValueError(f"Cannot {what} model {model.name!r}: no channel group can change. The "
-                         f"first, of layer {first.producer!r}, is blocked: {why}. Expected "
+                         f"first, of layer {first.producer!r}, is blocked: {why.rstrip('.')}. Expected "
                          "Conv2D/SeparableConv2D/DepthwiseConv2D/Dense/BN/ReLU/pooling stacks "
                          "(see keras_nna.sparsity.channel_groups).")
     return ok

@@ -50,11 +50,12 @@ def test_optimize_writes_result_table_and_plot(files, capsys):
     (["--data", "digits", "--budget", "events"], 2, ["NAME=VALUE"]),
     (["--data", "digits", "--budget", "joules=1"], 2, ["Unknown budget cost 'joules'"]),
     (["--data", "digits", "--budget", "events=5", "--profile", "nna-3core"], 2, ["nna-3core"]),
-    (["--data", "digits", "--trials", "0"], 2, ["--trials must be >= 1"]),
-    (["--data", "nowhere.npz"], 1, ["data file 'nowhere.npz' not found"]),
-    (["--data", "digits", "--storage", "ftp://x/y", "--trials", "1"], 1,
+    (["--data", "digits", "--budget", "events=5", "--trials", "0"], 2, ["--trials must be >= 1"]),
+    (["--data", "digits"], 2, ["missing --budget NAME=VALUE"]),
+    (["--data", "nowhere.npz", "--budget", "events=5"], 1, ["data file 'nowhere.npz' not found"]),
+    (["--data", "digits", "--budget", "events=5", "--storage", "ftp://x/y", "--trials", "1"], 1,
      ["Could not open the study storage"]),
-], ids=["unknown-data", "budget-no-value", "budget-unknown", "profile", "trials", "npz-missing",
+], ids=["unknown-data", "budget-no-value", "budget-unknown", "profile", "trials", "no-budget", "npz-missing",
         "storage"])
 def test_one_line_errors(files, capsys, argv, code, fragments):
     status = main(["keras-nna", "optimize", str(files / "start.keras"), *argv, "--out",
@@ -64,12 +65,13 @@ def test_one_line_errors(files, capsys, argv, code, fragments):
 
 def test_refuses_a_missing_or_quantized_model(files, capsys):
     _one_line_error(capsys, 1, main(["keras-nna", "optimize", str(files / "none.keras"),
-                                     "--data", "digits"]), "not found")
+                                     "--data", "digits", "--budget", "events=5"]), "not found")
     from keras_nna.quantization import quantize_model
 
     quantize_model(trained_cnn()).save(files / "q.keras")
     _one_line_error(capsys, 1, main(["keras-nna", "optimize", str(files / "q.keras"), "--data",
-                                     "digits"]), "already quantized", "float model")
+                                     "digits", "--budget", "events=5"]), "already quantized",
+                    "float model")
 
 
 def test_two_worker_processes_share_one_study(files):

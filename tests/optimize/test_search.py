@@ -75,13 +75,20 @@ def test_a_budget_no_candidate_meets_is_a_result_not_an_exception(tmp_path):
     ({"n_trials": 0}, ValueError, "Expected `n_trials` to be an integer >= 1"),
     ({"objective": "watts"}, ValueError, "Unknown objective 'watts'"),
     ({"storage": "ftp://host/db"}, ValueError, "Could not open the study storage"),
-], ids=["budget-dict", "data", "trials", "objective", "storage"])
+    ({"space": SearchSpace(width=(0.5, 2.0)), "model": "dense-out"}, ValueError,
+     "of layer 'only', is blocked: 'only' is a model output. Expected"),
+], ids=["budget-dict", "data", "trials", "objective", "storage", "unshrinkable"])
 def test_bad_arguments(kwargs, error, fragment, tmp_path):
     x, y, xv, yv = digits()
     args = {"budget": Budget(events=5), "data": (x, y, xv, yv), "out_dir": str(tmp_path),
             "space": SPACE, "verbose": 0}
     args.update(kwargs)
     model = trained_cnn()
+    if args.pop("model", None):  # one Dense layer: its channels are the model's output
+        import keras
+
+        model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                                  keras.layers.Dense(10, name="only")])
     with pytest.raises(error) as info:
         optimize(model, args.pop("data"), args.pop("budget"), **args)
     assert fragment in str(info.value)
