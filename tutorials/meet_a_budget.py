@@ -67,7 +67,9 @@ def _start_model(x, y, epochs, path):
 
     keras.utils.set_random_seed(0)
     model = AkidaNet(input_shape=x.shape[1:], alpha=0.25, classes=10, bn_momentum=0.9)
-    common.fit(model, x, y, epochs)
+    line = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: common.log(
+        f"start model epoch {e + 1}/{epochs}: loss {logs['loss']:.4f}"))
+    common.fit(model, x, y, epochs, callbacks=[line])
     model.save(path)
     return model
 

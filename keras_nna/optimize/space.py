@@ -173,7 +173,7 @@ def _log(verbose, start, msg):
         print(f"[{time.strftime('%H:%M:%S')} +{time.time() - start:6.1f} s] {msg}", flush=True)
 
 
-def _fit(model, x, y, epochs, lr, batch_size, callbacks, teacher):
+def _fit(model, x, y, epochs, lr, batch_size, callbacks, teacher, progress=None):
     import keras
 
     from keras_nna.distillation import Distiller
@@ -185,8 +185,13 @@ def _fit(model, x, y, epochs, lr, batch_size, callbacks, teacher):
     target.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, steps)),
                    None if teacher is not None else
                    keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    callbacks = list(callbacks)
+    if progress is not None:
+        callbacks.append(keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: progress(
+                f"epoch {epoch + 1}/{epochs}: loss {(logs or {}).get('loss', 0.0):.4f}")))
     target.fit(np.asarray(x, "float32"), y, batch_size=batch_size, epochs=epochs, verbose=0,
-               callbacks=list(callbacks))
+               callbacks=callbacks)
 
 
 def _prune_callbacks(ratios):
@@ -280,9 +285,14 @@ def train_candidate(recipe, start_model, x, y, *, epochs=2, qat_epochs=1, sensit
         ratios = {n: r for n, r in sparsity.propose_ratios(sensitivity, recipe.pruning_drop).items()
                   if n in names and n != first}
     teacher = _teacher(start_model if teacher is None else teacher) if recipe.distill else None
-    _fit(model, x, y, epochs, lr, batch_size, _prune_callbacks(ratios), teacher)
+    def progress(stage):
+        return (lambda msg: _log(verbose, start, f"{stage} {msg}")) if verbose else None
+
+    _fit(model, x, y, epochs, lr, batch_size, _prune_callbacks(ratios), teacher,
+         progress("fine-tune"))
     _log(verbose, start, f"float fine-tune: {epochs} epochs")
     qmodel = quantize_model(model, policy)
-    _fit(qmodel, x, y, qat_epochs, qat_lr, batch_size, _prune_callbacks(ratios), teacher)
+    _fit(qmodel, x, y, qat_epochs, qat_lr, batch_size, _prune_callbacks(ratios), teacher,
+         progress("QAT"))
     _log(verbose, start, f"QAT: {qat_epochs} epochs")
     return qmodel
