@@ -11,29 +11,19 @@ from keras_nna.optimize.widths import scale_widths
 from keras_nna.quantization import quantize_model
 from keras_nna.sparsity import add_gamma_regularization, channel_groups
 from tests.optimize.helpers import digits, small_cnn, trained_cnn
-
-
-def _randomize_bn(model, seed=0):
-    """BN statistics away from identity, so replicated channels carry real values."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.2, n),
-                               rng.normal(0, 0.2, n), rng.uniform(0.5, 1.5, n)])
-    return model
+from tests.sparsity.helpers import randomize_bn
 
 
 def _akidanet():
     keras.utils.set_random_seed(0)
-    return _randomize_bn(AkidaNet((32, 32, 1), alpha=0.25, classes=10))
+    return randomize_bn(AkidaNet((32, 32, 1), alpha=0.25, classes=10))
 
 
 def _stack():
     """Sequential: conv, separable, depthwise (members), dense after flatten, dense."""
     keras.utils.set_random_seed(1)
     L = keras.layers
-    return _randomize_bn(keras.Sequential([
+    return randomize_bn(keras.Sequential([
         keras.Input((8, 8, 1)), L.Rescaling(1 / 255),
         L.Conv2D(4, 3, padding="same", name="c"), L.BatchNormalization(name="bn_c"),
         L.ReLU(),
