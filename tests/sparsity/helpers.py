@@ -54,3 +54,4 @@ def randomize_bn(model, seed=1):
             c = layer.gamma.shape[0]
             layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.3, c),
                                rng.normal(0, 0.3, c), rng.uniform(0.5, 2.0, c)])
+    return model
