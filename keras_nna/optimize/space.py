@@ -213,7 +213,8 @@ def _teacher(start_model):
 
 
 def train_candidate(recipe, start_model, x, y, *, epochs=2, qat_epochs=1, sensitivity=None,  # long: one pipeline
-                    profile="nna-1core", images=None, shrink_epochs=1, shrink_lr=1e-2, lr=1e-3,
+                    profile="nna-1core", images=None, shrink_epochs=1, shrink_lr=1e-2,
+                    shrink_images=12000, lr=1e-3,
                     qat_lr=5e-4,
                     batch_size=64, seed=0, teacher=None, verbose=0):
     """Trains one candidate from a trained float model, following a recipe.
@@ -235,6 +236,10 @@ def train_candidate(recipe, start_model, x, y, *, epochs=2, qat_epochs=1, sensit
         shrink_lr: Learning rate of the shrink step: Adam moves a gamma by about
             the learning rate per step whatever the L1 strength, so a short shrink
             needs a large one to bring gammas under the threshold. Defaults to `1e-2`.
+        shrink_images: The shrink trains on the first `shrink_images` images only,
+            so a recipe found on a proxy subset shrinks the same amount when it is
+            refitted on all data (the shrink's strength grows with its steps).
+            Defaults to `12000`.
         lr: Fine-tune learning rate (cosine decay). Defaults to `1e-3`.
         qat_lr: QAT learning rate. Defaults to `5e-4`.
         batch_size: Batch size. Defaults to `64`.
@@ -265,7 +270,7 @@ def train_candidate(recipe, start_model, x, y, *, epochs=2, qat_epochs=1, sensit
     if recipe.morph_strength > 0:
         from keras_nna.optimize.morphnet import shrink
 
-        model = shrink(model, x, y, images=images, profile=profile,
+        model = shrink(model, x[:shrink_images], y[:shrink_images], images=images, profile=profile,
                              strength=recipe.morph_strength, epochs=shrink_epochs,
                              lr=shrink_lr, batch_size=batch_size, verbose=0)
         _log(verbose, start, f"shrunk to {model.count_params():,} parameters")
