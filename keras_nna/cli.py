@@ -150,21 +150,28 @@ def _check_keras_archive(path):
                        "model again with model.save('m.keras').")
 
 
+def load_keras_model(path, expected):
+    """Loads a `.keras` model for a command, naming a corrupt or foreign file in one line."""
+    import keras
+
+    import keras_nna.quantization  # noqa: F401  (registers the custom layers)
+
+    _check_keras_archive(path)
+    try:
+        return keras.models.load_model(path)
+    except Exception as err:
+        raise CliError(f"cannot load Keras model '{path}': {_first_line(err).rstrip('.')}. "
+                       f"Expected {expected}.")
+
+
 def _cmd_export(args):
     model_path = _existing(args.model, "model", "model")
     if not args.out:
         raise CliError("missing output path: expected --out PROGRAM.nnab.", 2)
-    import keras
-
-    import keras_nna.quantization  # noqa: F401  (registers the custom layers)
     from keras_nna.export import ExportError, export_model
 
-    _check_keras_archive(model_path)
-    try:
-        model = keras.models.load_model(model_path)
-    except Exception as err:
-        raise CliError(f"cannot load Keras model '{model_path}': {_first_line(err).rstrip('.')}. "
-                       "Expected a model saved with model.save('m.keras') after quantize_model.")
+    model = load_keras_model(model_path, "a model saved with model.save('m.keras') after "
+                                         "quantize_model")
     try:
         program = export_model(model, args.out)
     except ExportError as err:

@@ -71,18 +71,13 @@ def load_data(name, input_shape):
 
 
 def _load_model(path):
-    import keras
-
-    from keras_nna.cli import _check_keras_archive, _existing, _first_line
+    from keras_nna.cli import _existing, load_keras_model
+    from keras_nna.quantization import is_quantize_wrapper
+    from keras_nna.quantization.layer_kinds import iter_layers
 
     _existing(path, "model")
-    _check_keras_archive(path)
-    try:
-        model = keras.models.load_model(path)
-    except Exception as err:
-        raise CliError(f"cannot load Keras model '{path}': {_first_line(err).rstrip('.')}. "
-                       "Expected a trained float model saved with model.save('m.keras').")
-    if any(type(l).__name__ == "QuantizeWrapper" for l in model.layers):
+    model = load_keras_model(path, "a trained float model saved with model.save('m.keras')")
+    if any(is_quantize_wrapper(layer) for layer in iter_layers(model)):
         raise CliError(f"'{path}' is already quantized; optimize starts from the float model "
                        "(before quantize_model).")
     return model
