@@ -179,11 +179,9 @@ def event_cost_weights(model, images, profile="nna-1core", policy=None):
 def _train(model, x, y, epochs, lr, batch_size, teacher, start, verbose, what):
     from keras_nna.optimize.space import _fit, _teacher
 
-    def line(epoch, logs):
-        _log(verbose, start, f"{what} epoch {epoch + 1}/{epochs}: loss {logs.get('loss', 0):.4f}")
-
-    _fit(model, x, y, epochs, lr, batch_size, [keras.callbacks.LambdaCallback(on_epoch_end=line)],
-         None if teacher is None else _teacher(teacher))
+    progress = (lambda msg: _log(verbose, start, f"{what} {msg}")) if verbose else None
+    _fit(model, x, y, epochs, lr, batch_size, [], None if teacher is None else _teacher(teacher),
+         progress)
 
 
 def _strip_gamma_regularizers(model, names):

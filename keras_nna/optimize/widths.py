@@ -50,6 +50,7 @@ import keras
 
 from keras_nna._checks import check_number
 from keras_nna.optimize.budget import Budget, measure_cost
+from keras_nna.optimize.space import _log
 from keras_nna.quantization import is_quantize_wrapper
 from keras_nna.quantization.layer_kinds import iter_layers
 from keras_nna.sparsity.filters import filter_scores
@@ -196,11 +197,6 @@ def scale_widths(model, multiplier, *, scores="bn_gamma", noise=0.01, seed=0):
 def widths(model):
     """Dict producer name → channel count of every Conv2D/SeparableConv2D/Dense layer."""
     return {n: g.channels for n, g in channel_groups(model).items()}
-
-
-def _log(verbose, start, msg):
-    if verbose:
-        print(f"[morph +{time.time() - start:6.1f} s] {msg}", flush=True)
 
 
 def _check_bounds(low, high, tolerance, max_steps):
