@@ -1,8 +1,11 @@
 """Model builders and model statistics for keras_nna.
 
 `AkidaNet` builds the reference image classifier (MobileNet V1 with standard
-first convolutions, raw uint8 pixels in, logits out). `count_macs` counts the
-multiply-accumulates of any built Keras model, the accelerator's main cost:
+first convolutions, raw uint8 pixels in, logits out). `ResNet8`, `DSCNN` and
+`DenseAutoencoder` build the MLPerf Tiny reference models (image
+classification, keyword spotting, anomaly detection; see
+`keras_nna.models.mlperf_tiny`). `count_macs` counts the multiply-accumulates
+of any built Keras model, the accelerator's main cost:
 
     from keras_nna.models import AkidaNet, count_macs
 
@@ -15,6 +18,7 @@ multiply-accumulates of any built Keras model, the accelerator's main cost:
 """
 
 from keras_nna.models.akidanet import AkidaNet
+from keras_nna.models.mlperf_tiny import DSCNN, DenseAutoencoder, ResNet8
 from keras_nna.models.summary import count_macs
 
-__all__ = ["AkidaNet", "count_macs"]
+__all__ = ["AkidaNet", "DSCNN", "DenseAutoencoder", "ResNet8", "count_macs"]
