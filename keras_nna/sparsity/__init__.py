@@ -19,7 +19,9 @@ Weight sparsity (pruning)
 Structured pruning (fewer filters)
     :func:`add_gamma_regularization` (network slimming), :class:`FilterPruneCallback`
     / :func:`prune_filters` (BN-gamma or L1 criterion), then
-    :func:`remove_pruned_filters` for a physically smaller model.
+    :func:`remove_pruned_filters` for a physically smaller model. Residual graphs
+    work: producers joined by ``Add`` layers form one channel group
+    (:func:`channel_groups`) and lose a filter together or not at all.
 Choosing ratios
     :func:`sensitivity_analysis`, :func:`plot_sensitivity`, :func:`propose_ratios`.
 
@@ -56,14 +58,15 @@ from keras_nna.sparsity.regularizers import (ActivityRegularizer, add_activity_r
                                              relu_layers)
 from keras_nna.sparsity.schedules import ConstantSparsity, PolynomialDecay, evaluate_schedule
 from keras_nna.sparsity.sensitivity import plot_sensitivity, propose_ratios, sensitivity_analysis
-from keras_nna.sparsity.surgery import channel_groups, compare_models, remove_pruned_filters
+from keras_nna.sparsity.surgery import (channel_groups, compare_models, dead_channels,
+                                        rebuild_channels, remove_pruned_filters)
 
 __all__ = [
     "ActivationSparsityCallback", "ActivityRegularizer", "ConstantSparsity", "FilterPruneCallback",
     "PolynomialDecay", "PruneCallback", "add_activity_regularization", "add_gamma_regularization",
     "add_weight_regularization", "channel_groups", "compare_models", "compute_masks",
-    "count_params_and_macs", "detach_masks", "evaluate_schedule", "event_fan_out", "filter_scores",
+    "count_params_and_macs", "dead_channels", "detach_masks", "evaluate_schedule", "event_fan_out", "filter_scores",
     "find_prunable_weights", "layer_graph", "measure_activation_sparsity", "plot_sensitivity",
-    "propose_ratios", "prune_filters", "prune_weights", "quantize_codes", "relu_layers",
-    "remove_pruned_filters", "sensitivity_analysis", "weight_sparsity",
+    "propose_ratios", "prune_filters", "prune_weights", "quantize_codes", "rebuild_channels",
+    "relu_layers", "remove_pruned_filters", "sensitivity_analysis", "weight_sparsity",
 ]

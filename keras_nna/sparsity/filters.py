@@ -1,23 +1,33 @@
 """Structured (filter) pruning: remove whole output channels.
 
 Zero weights inside a filter save MACs on the accelerator; a removed filter also
-removes its events and every weight that reads it. keras_nna ranks the filters of
-each producer (Conv2D, SeparableConv2D, Dense; float or ``QuantizeWrapper``) by
+removes its events and every weight that reads it. keras_nna ranks the channels of
+each channel group (:func:`keras_nna.sparsity.channel_groups`: one producer —
+Conv2D, SeparableConv2D, Dense; float or ``QuantizeWrapper`` — or several joined by
+residual ``Add`` layers) by
 
 - ``criterion="bn_gamma"``: ``|γ|`` of the BatchNormalization after the filter (the
-  fused ``batch_norm`` of a ``QuantizeWrapper``, else the first BN of its channel
-  group) — network slimming, pairs with
+  fused ``batch_norm`` of a ``QuantizeWrapper``, else the first BN after the
+  producer) — network slimming, pairs with
   :func:`keras_nna.sparsity.add_gamma_regularization`;
 - ``criterion="l1"``: mean ``|w|`` of the filter (the pointwise kernel of a
   separable layer), comparable across layers of different fan-in;
 
-per layer (``scope="layer"``: ``round(sparsity × filters)`` per layer) or across
-layers (``scope="global"``), and prunes a filter by zeroing it *across its channel
+per group (``scope="layer"``: ``round(sparsity × filters)`` per group) or across
+groups (``scope="global"``), and prunes a filter by zeroing it *across its channel
 group* (see :mod:`keras_nna.sparsity.surgery`): the kernel's output slice and bias,
 and the γ and β of the BatchNormalization layers (and the depthwise kernel/bias)
 that carry the channel, so the channel is exactly zero where it is consumed. At
-least one filter per layer is kept. Groups that reach a model output (the
-classifier) are never pruned.
+least one filter per group is kept. Groups that reach a model output (the
+classifier) or are otherwise blocked are never pruned.
+
+**Residual groups.** Producers joined by ``Add`` layers (a ResNet stage and its
+shortcut, or a whole stage chained by identity shortcuts) lose a channel together
+or not at all, so the tensors added keep equal channels. Their score is the *sum*
+over the group: of the producers' ``|γ|`` (producers without a BN of their own,
+such as ResNet-8's 1×1 shortcut convolutions, add nothing; a group without any BN
+needs ``criterion="l1"``), or of the producers' mean ``|w|``. Results are keyed by
+the group's key, its first producer; ``layers=`` accepts any producer of a group.
 
 :func:`prune_filters` prunes once; :class:`FilterPruneCallback` prunes stepwise
 during ``fit`` following a sparsity schedule, with masks kept like
@@ -59,15 +69,15 @@ def _fused_bn(producer):
     return producer.batch_norm if is_quantize_wrapper(producer) else None
 
 
-def _group_bn(model, group):
-    fused = _fused_bn(model.get_layer(group.producer))
-    if fused is not None:
-        return fused
-    for m in group.members:
-        layer = model.get_layer(m)
-        if layer_kind(unwrap(layer)) == "batchnorm":
-            return unwrap(layer)
-    return None
+def _group_bns(model, group):
+    """The BNs scoring a group: each producer's fused BN, else its first BN member."""
+    out = [_fused_bn(model.get_layer(p)) for p in _producers(group)]
+    out = [b for b in out if b is not None]
+    return out + [unwrap(model.get_layer(b)) for b in getattr(group, "bns", [])]
+
+
+def _producers(group):
+    return getattr(group, "producers", None) or [group.producer]
 
 
 def _kernel(layer):
@@ -76,15 +86,17 @@ def _kernel(layer):
 
 
 def _eligible(model, layers):
+    """Prunable groups by key; `layers` may name any producer of a group."""
     groups = {n: g for n, g in channel_groups(model).items() if not g.blocked and g.consumers}
     if layers is not None:
-        valid = sorted(groups)
-        unknown = [n for n in layers if n not in valid]
+        key = {p: n for n, g in groups.items() for p in _producers(g)}
+        unknown = [n for n in layers if n not in key]
         if unknown:
             raise ValueError(f"Unknown or non-prunable layer name(s) {unknown} for filter pruning. "
                              f"Valid names (producers whose channels do not reach a model "
-                             f"output): {valid}.")
-        groups = {n: g for n, g in groups.items() if n in set(layers)}
+                             f"output): {sorted(key)}.")
+        wanted = {key[n] for n in layers}
+        groups = {n: g for n, g in groups.items() if n in wanted}
     return groups
 
 
@@ -97,7 +109,8 @@ def filter_scores(model, criterion="bn_gamma", layers=None):
         layers: Producer layer names. Defaults to `None` (all eligible).
 
     Returns:
-        Dict layer name → float array of per-filter scores.
+        Dict group key (first producer) → float array of per-filter scores, summed
+        over the group's producers (see the module docstring).
 
     Raises:
         ValueError: On an unknown criterion or layer name, or `"bn_gamma"` for a layer
@@ -115,14 +128,15 @@ def filter_scores(model, criterion="bn_gamma", layers=None):
     scores = {}
     for name, g in _eligible(model, layers).items():
         if criterion == "bn_gamma":
-            bn = _group_bn(model, g)
-            if bn is None or not bn.scale:
+            bns = [bn for bn in _group_bns(model, g) if bn.scale]
+            if not bns:
                 raise ValueError(f"criterion='bn_gamma' needs a BatchNormalization (with scale) "
                                  f"after layer {name!r}; use criterion='l1' for it.")
-            scores[name] = np.abs(keras.ops.convert_to_numpy(bn.gamma))
+            scores[name] = sum(np.abs(keras.ops.convert_to_numpy(bn.gamma)) for bn in bns)
         else:
-            k = keras.ops.convert_to_numpy(_kernel(model.get_layer(name)))
-            scores[name] = np.abs(k.reshape(-1, g.channels)).mean(axis=0)
+            scores[name] = sum(
+                np.abs(keras.ops.convert_to_numpy(_kernel(model.get_layer(p)))
+                       .reshape(-1, g.channels)).mean(axis=0) for p in _producers(g))
     return scores
 
 
@@ -156,11 +170,13 @@ def _filter_masks(scores, sparsity, scope):
 
 def _group_variables(model, group):
     """(variable, reshape) pairs carrying the group's channels."""
-    producer = model.get_layer(group.producer)
-    out = [(_kernel(producer), None), (_var(producer, "bias"), None)]
-    fused = _fused_bn(producer)
-    if fused is not None:
-        out += [(_var(fused, "gamma"), None), (_var(fused, "beta"), None)]
+    out = []
+    for p in _producers(group):
+        producer = model.get_layer(p)
+        out += [(_kernel(producer), None), (_var(producer, "bias"), None)]
+        fused = _fused_bn(producer)
+        if fused is not None:
+            out += [(_var(fused, "gamma"), None), (_var(fused, "beta"), None)]
     for m in group.members:
         layer = model.get_layer(m)
         kind = layer_kind(unwrap(layer))
@@ -192,7 +208,8 @@ def prune_filters(model, sparsity, criterion="bn_gamma", scope="layer", layers=N
         layers: Producer layer names. Defaults to `None` (all eligible).
 
     Returns:
-        Dict layer name → number of pruned filters.
+        Dict group key (first producer) → number of pruned filters (removed from
+        every producer of the group).
 
     Raises:
         ValueError: On invalid sparsity, criterion, scope or layer names.
@@ -250,11 +267,13 @@ class FilterPruneCallback(PruneCallback):
             filter_scores(target, self.criterion, list(self._groups))  # fail early without BN
         masks = {}
         for n, g in self._groups.items():
-            k = keras.ops.convert_to_numpy(_kernel(target.get_layer(n))).reshape(-1, g.channels)
-            pruned = np.all(k == 0, axis=0)
-            bn = _group_bn(target, g)
-            if bn is not None and bn.scale:
-                pruned &= keras.ops.convert_to_numpy(bn.gamma) == 0
+            pruned = np.ones(g.channels, bool)
+            for p in _producers(g):
+                k = keras.ops.convert_to_numpy(_kernel(target.get_layer(p)))
+                pruned &= np.all(k.reshape(-1, g.channels) == 0, axis=0)
+            for bn in _group_bns(target, g):
+                if bn.scale:
+                    pruned &= keras.ops.convert_to_numpy(bn.gamma) == 0
             masks[n] = (~pruned).astype("float32")
         fresh = any(not isinstance(v.constraint, masks_lib._MaskConstraint)
                     for g in self._groups.values() for v, _ in _group_variables(target, g))

@@ -1,21 +1,21 @@
-"""Channel groups and filter-removal surgery.
+"""Filter-removal surgery: a physically smaller model without the pruned channels.
 
-A *channel group* is the set of tensors that share one channel index space: the
-output of a producer (Conv2D, SeparableConv2D, Dense) and of the channel-preserving
-layers after it (BatchNormalization, ReLU/Activation, Dropout, padding, pooling,
-DepthwiseConv2D with ``depth_multiplier=1``, Flatten), up to the *consumers* that mix
-channels (the next Conv2D, SeparableConv2D — depthwise and pointwise — or Dense,
-also after GlobalAveragePooling2D or Flatten). :func:`channel_groups` finds them;
-filter pruning (:mod:`keras_nna.sparsity.filters`) zeroes a filter across its group.
+Channels are handled per *channel group* (:func:`keras_nna.sparsity.channel_groups`,
+defined in :mod:`keras_nna.sparsity.groups`): the producers that create them, the
+channel-preserving layers after them and the ``Add`` layers that join producers
+(ResNet shortcuts), up to the consumers that mix channels. Filter pruning
+(:mod:`keras_nna.sparsity.filters`) zeroes a filter across its group.
 
 :func:`remove_pruned_filters` then physically removes every channel that is *dead*
-(identically zero) where it enters all its consumers: the producer's filter, the
-matching parameters of the BN/depthwise layers in between, and the matching input
-channels of the consumers. Because a removed channel only ever contributed zeros,
-the smaller model computes the same outputs as the masked one (up to float
-summation order). A group whose channels reach a model output or a layer the surgery
-does not know (``Add``, ``Concatenate``, ``Reshape``, ...) is left untouched; at least
-one channel per layer is kept.
+(identically zero) where it enters all its consumers: the filter of every producer
+of the group, the matching parameters of the BN/depthwise layers in between, and the
+matching input channels of the consumers; the tensors joined by an ``Add`` keep equal
+channel counts. Because a removed channel only ever contributed zeros, the smaller
+model computes the same outputs as the masked one (up to float summation order). A
+blocked group (its channels reach a model output, a layer the surgery does not know
+such as ``Concatenate`` or ``Reshape``, or an ``Add`` fed by a tensor no producer
+creates, e.g. the model input) is left untouched, the reason in its ``blocked``; at
+least one channel per group is kept.
 
 Example:
 
@@ -29,110 +29,20 @@ Example:
 (2, 16, 23)
 """
 
-import dataclasses
-
 import numpy as np
 import keras
 
 from keras_nna.quantization.layer_kinds import layer_kind, unwrap
 from keras_nna.sparsity.graph import count_params_and_macs, layer_graph
+from keras_nna.sparsity.groups import ChannelGroup, channel_groups, is_add  # noqa: F401
 
 __all__ = ["ChannelGroup", "channel_groups", "dead_channels", "remove_pruned_filters",
-           "compare_models", "rebuild_channels"]
+           "compare_models", "rebuild_channels"]  # ChannelGroup, channel_groups: from .groups
 
-# Layer kinds (keras_nna.quantization.layer_kinds) that create channels, and that keep them.
-PRODUCER_KINDS = ("conv", "separable", "dense")
-PRESERVING_KINDS = ("batchnorm", "relu", "activation", "passthrough", "padding", "upsampling",
-                    "maxpool", "avgpool", "global_avgpool", "global_maxpool", "flatten")
 
 
 def _kind(layer):
     return layer_kind(unwrap(layer))
-
-
-def _is_producer(layer):
-    return _kind(layer) in PRODUCER_KINDS and getattr(unwrap(layer), "groups", 1) == 1
-
-
-def _is_preserving(layer):
-    kind = _kind(layer)
-    if kind == "depthwise":
-        return unwrap(layer).depth_multiplier == 1
-    if kind == "batchnorm":
-        return unwrap(layer).axis in (-1, len(unwrap(layer).input.shape) - 1)
-    return kind in PRESERVING_KINDS
-
-
-@dataclasses.dataclass
-class ChannelGroup:
-    """Layers sharing one channel index space.
-
-    Attributes:
-        producer: Name of the layer creating the channels.
-        channels: Number of channels.
-        members: Channel-preserving layers, in topological order.
-        consumers: Dict consumer name → name of the member (or producer) feeding it.
-        repeat: Dict consumer name → spatial repeat of the channels in its input
-            (> 1 for a Dense after Flatten).
-        blocked: Why channels cannot be removed (`""` if they can).
-    """
-
-    producer: str
-    channels: int
-    members: list
-    consumers: dict
-    repeat: dict
-    blocked: str = ""
-
-
-def channel_groups(model):
-    """Finds the channel groups of a functional or Sequential model.
-
-    Args:
-        model: A built functional or Sequential model.
-
-    Returns:
-        Dict producer name → :class:`ChannelGroup`.
-
-    Example:
-
-    >>> import keras
-    >>> m = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(4, 3, name="c"),
-    ...     keras.layers.BatchNormalization(name="bn"), keras.layers.ReLU(name="r"),
-    ...     keras.layers.GlobalAveragePooling2D(name="gap"), keras.layers.Dense(2, name="d")])
-    >>> g = channel_groups(m)["c"]
-    >>> g.members, g.consumers, g.blocked
-    (['bn', 'r', 'gap'], {'d': 'gap'}, '')
-    """
-    graph = layer_graph(model)
-    groups = {}
-    for name, layer in graph.layers.items():
-        if not graph.producers[name] or not _is_producer(layer):
-            continue
-        group = ChannelGroup(name, int(graph.output_shape(name)[-1]), [], {}, {})
-        frontier = [(name, 1)]
-        while frontier:
-            src, rep = frontier.pop(0)
-            if src in graph.output_layers:
-                group.blocked = group.blocked or f"{src!r} is a model output"
-            for c in graph.consumers[src]:
-                cl = graph.layers[c]
-                if _is_producer(cl):
-                    group.consumers[c] = src
-                    group.repeat[c] = rep
-                    if _kind(cl) != "dense" and rep != 1:
-                        group.blocked = group.blocked or f"{c!r} consumes flattened channels"
-                elif _is_preserving(cl) and len(graph.producers[c]) == 1:
-                    group.members.append(c)
-                    r = rep
-                    if _kind(cl) == "flatten":
-                        r = rep * int(np.prod(graph.input_shape(c)[1:-1]))
-                    frontier.append((c, r))
-                else:
-                    group.blocked = group.blocked or (
-                        f"{c!r} ({type(unwrap(cl)).__name__}) is not supported by surgery")
-        groups[name] = group
-    return groups
 
 
 def _act_keeps_zero(layer):
@@ -160,8 +70,9 @@ def dead_channels(model, groups=None):
         groups: Result of :func:`channel_groups`. Defaults to `None` (computed).
 
     Returns:
-        Dict producer name → boolean array (True = removable). Blocked groups get all
-        False; at least one channel is always kept.
+        Dict group key → boolean array (True = removable from every producer of
+        the group). Blocked groups get all False; at least one channel is always
+        kept.
 
     Example:
 
@@ -172,34 +83,19 @@ def dead_channels(model, groups=None):
     [False, False]
     """
     groups = channel_groups(model) if groups is None else groups
+    graph = layer_graph(model)
     out = {}
     for name, g in groups.items():
-        p = model.get_layer(name)
-        kernel = _weight(p, "pointwise_kernel")
-        kernel = _weight(p, "kernel") if kernel is None else kernel
-        bias = _weight(p, "bias")
-        dead = {name: np.all(kernel.reshape(-1, g.channels) == 0, axis=0)
-                & (bias == 0 if bias is not None else True) & _act_keeps_zero(p)}
+        dead = {p: _producer_dead(model.get_layer(p), g.channels)
+                for p in (g.producers or [name])}
         for m in g.members:
             layer = model.get_layer(m)
-            src = layer._inbound_nodes[0].parent_nodes[0].operation.name
-            d = dead[src]
-            kind = _kind(layer)
-            if kind == "batchnorm":
-                inner = unwrap(layer)
-                gamma = _weight(layer, "gamma") if inner.scale else np.ones(g.channels)
-                beta = _weight(layer, "beta") if inner.center else np.zeros(g.channels)
-                mean, var = _weight(layer, "moving_mean"), _weight(layer, "moving_variance")
-                const = beta - gamma * mean / np.sqrt(var + inner.epsilon)
-                d = ((gamma == 0) & (beta == 0)) | (d & (const == 0))
-            elif kind == "depthwise":
-                k = _weight(layer, "kernel")
-                b = _weight(layer, "bias")
-                zero_k = np.all(k.reshape(-1, g.channels) == 0, axis=0)
-                d = (d | zero_k) & (b == 0 if b is not None else True) & _act_keeps_zero(layer)
-            elif kind in ("relu", "activation"):  # ReLU/LeakyReLU layers have no `activation`: True
-                d = d & _act_keeps_zero(layer)
-            dead[m] = d
+            srcs = graph.producers[m]
+            if is_add(layer):  # a sum is zero where all its inputs are
+                dead[m] = np.logical_and.reduce(
+                    [dead.get(s, np.zeros(g.channels, bool)) for s in srcs]) & _act_keeps_zero(layer)
+            else:
+                dead[m] = _member_dead(layer, dead[srcs[0]], g.channels)
         removable = np.ones(g.channels, bool)
         for c, src in g.consumers.items():
             removable &= dead[src]
@@ -209,6 +105,34 @@ def dead_channels(model, groups=None):
             removable[0] = False
         out[name] = removable
     return out
+
+
+def _producer_dead(p, channels):
+    kernel = _weight(p, "pointwise_kernel")
+    kernel = _weight(p, "kernel") if kernel is None else kernel
+    bias = _weight(p, "bias")
+    return (np.all(kernel.reshape(-1, channels) == 0, axis=0)
+            & (bias == 0 if bias is not None else True) & _act_keeps_zero(p))
+
+
+def _member_dead(layer, d, channels):
+    """Channels dead at the output of a channel-preserving layer whose input has `d` dead."""
+    kind = _kind(layer)
+    if kind == "batchnorm":
+        inner = unwrap(layer)
+        gamma = _weight(layer, "gamma") if inner.scale else np.ones(channels)
+        beta = _weight(layer, "beta") if inner.center else np.zeros(channels)
+        mean, var = _weight(layer, "moving_mean"), _weight(layer, "moving_variance")
+        const = beta - gamma * mean / np.sqrt(var + inner.epsilon)
+        return ((gamma == 0) & (beta == 0)) | (d & (const == 0))
+    if kind == "depthwise":
+        k = _weight(layer, "kernel")
+        b = _weight(layer, "bias")
+        zero_k = np.all(k.reshape(-1, channels) == 0, axis=0)
+        return (d | zero_k) & (b == 0 if b is not None else True) & _act_keeps_zero(layer)
+    if kind in ("relu", "activation"):  # ReLU/LeakyReLU layers have no `activation`: True
+        return d & _act_keeps_zero(layer)
+    return d
 
 
 def _slice(value, axis, index):
@@ -260,7 +184,8 @@ def rebuild_channels(model, groups, out_index, in_scale=None):
     Args:
         model: A built functional or Sequential model.
         groups: Its :func:`channel_groups`.
-        out_index: Dict producer name → integer index array (groups not listed keep
+        out_index: Dict group key (see :func:`channel_groups`) → integer index
+            array, applied to every producer of the group (groups not listed keep
             all their channels).
         in_scale: Optional dict producer name → float array (one per new channel)
             multiplying the consumers' input weights of that channel. Defaults to
@@ -285,6 +210,8 @@ def rebuild_channels(model, groups, out_index, in_scale=None):
     for n, g in groups.items():
         if n not in out_keep:
             continue
+        for p in g.producers[1:]:  # producers joined by Add layers: the same channels
+            out_keep[p] = out_keep[n]
         for m in g.members:
             in_keep[m] = (out_keep[n], g.channels, 1, None)
         for c in g.consumers:

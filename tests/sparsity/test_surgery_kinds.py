@@ -49,7 +49,8 @@ def test_channel_groups_of_a_quantized_model_cross_its_pooling():
 def test_unsupported_layer_blocks_with_its_class_name():
     inputs = keras.Input((6, 6, 1))
     a = L.Conv2D(2, 3, name="a")(inputs)
-    out = L.Add(name="add")([a, L.Conv2D(2, 3, name="b")(inputs)])
-    groups = channel_groups(keras.Model(inputs, L.Flatten()(out)))
-    assert groups["a"].blocked == "'add' (Add) is not supported by surgery"
-    assert np.all([not g.consumers for g in groups.values()])
+    out = L.Concatenate(name="cat")([a, L.Conv2D(2, 3, name="b")(inputs)])
+    groups = channel_groups(keras.Model(inputs, L.Dense(3, name="d")(L.Flatten()(out))))
+    assert groups["a"].blocked == "'cat' (Concatenate) is not supported by surgery"
+    assert groups["b"].blocked == "'cat' (Concatenate) is not supported by surgery"
+    assert np.all([not g.consumers for n, g in groups.items() if n != "d"])
