@@ -13,8 +13,8 @@ Example:
 >>> peek_header(MAGIC + bytes(HEADER.size))
 Traceback (most recent call last):
 ...
-keras_nna.export.format.BytecodeError: Invalid program: header: format version 0 received, \
-expected 1 (this reader supports version 1 only; re-export the model)
+keras_nna.export.format.BytecodeError: Invalid program: header: unsupported format version 0 \
+(this reader reads versions 1 and 2)
 >>> INSTR_OFFSETS["w_enc"], KIND_NAMES[3], STAT_NAMES[1]
 (26, 'separable', 'synops')
 """
@@ -45,6 +45,7 @@ __all__ = [
     "RQ_ENTRY",
     "STAT_NAMES",
     "VERSION",
+    "VERSIONS",
     "WEIGHTED",
     "crc32",
     "fail",
@@ -57,14 +58,17 @@ __all__ = [
 MAGIC = b"NNAB"
 """The first four bytes of every program."""
 
-VERSION = 1
-"""The format version this package writes and reads."""
+VERSION = 2
+"""The format version this package writes (every program it writes)."""
+
+VERSIONS = (1, 2)
+"""The format versions this package reads (version 1: a chain, bytes 57..63 zero)."""
 
 MAX_LAYERS = 1024
 """Most instructions a program may hold."""
 
 KINDS = {"conv": 1, "depthwise": 2, "separable": 3, "dense": 4, "maxpool": 5, "avgpool": 6,
-         "flatten": 7}
+         "flatten": 7, "add": 8}
 """Layer kind names and their codes in the instruction's `kind` byte."""
 
 KIND_NAMES = {code: name for name, code in KINDS.items()}
@@ -87,8 +91,8 @@ HEADER = struct.Struct("<4sHHIHHHBBfII")
 INSTR_FIELDS = ("kind", "in_bits", "out_bits", "out_exp", "in_h", "in_w", "in_c", "out_h", "out_w",
                 "out_c", "kh", "kw", "stride_h", "stride_w", "pad_top", "pad_left", "pad_bottom",
                 "pad_right", "w_bits", "w2_bits", "w_enc", "w2_enc", "w_off", "w_len", "w2_off",
-                "w2_len", "rq_off", "rq_len", "pool_h", "pool_w", "acc_wide", "reserved")
-INSTR = struct.Struct("<BBBbHHHHHHBBBBBBBBBBBBIIIIIIHHB7s")
+                "w2_len", "rq_off", "rq_len", "pool_h", "pool_w", "acc_wide", "out_signed", "src", "src2", "reserved")
+INSTR = struct.Struct("<BBBbHHHHHHBBBBBBBBBBBBIIIIIIHHBBHH2s")
 """The 64-byte instruction; its fields are `INSTR_FIELDS`."""
 
 RQ_ENTRY = struct.Struct("<iqB")
@@ -127,6 +131,8 @@ INSTR_OFFSETS = _offsets(INSTR.format, INSTR_FIELDS)
 
 assert HEADER.size == 32 and INSTR.size == 64 and RQ_ENTRY.size == 13 and POOL_RQ.size == 5
 assert INSTR_OFFSETS["w_bits"] == 24 and INSTR_OFFSETS["acc_wide"] == 56
+assert (INSTR_OFFSETS["out_signed"], INSTR_OFFSETS["src"], INSTR_OFFSETS["src2"],
+        INSTR_OFFSETS["reserved"]) == (57, 58, 60, 62)
 
 
 class BytecodeError(ValueError):
@@ -190,7 +196,7 @@ def peek_header(data):
 
     Example:
 
-    >>> h = peek_header(HEADER.pack(MAGIC, 1, 1, 0, 2, 2, 1, 8, 0, 1.0, 0, 0) + bytes(64 + 4))
+    >>> h = peek_header(HEADER.pack(MAGIC, 2, 1, 0, 2, 2, 1, 8, 0, 1.0, 0, 0) + bytes(64 + 4))
     >>> h.n_layers, (h.in_h, h.in_w, h.in_c)
     (1, (2, 2, 1))
     """
@@ -202,9 +208,9 @@ def peek_header(data):
     if header.magic != MAGIC:
         fail("header", f"magic {header.magic!r} received, expected {MAGIC!r} "
                        "(not a keras_nna program)")
-    if header.version != VERSION:
-        fail("header", f"format version {header.version} received, expected {VERSION} "
-                       f"(this reader supports version {VERSION} only; re-export the model)")
+    if header.version not in VERSIONS:
+        fail("header", f"unsupported format version {header.version} (this reader reads "
+                       "versions 1 and 2)")
     if not 1 <= header.n_layers <= MAX_LAYERS:
         fail("header", f"n_layers {header.n_layers} received, expected 1..{MAX_LAYERS}")
     total = HEADER.size + INSTR.size * header.n_layers + header.pool_size + CRC.size
@@ -226,7 +232,7 @@ def instruction(data, i):
     Example:
 
     >>> raw = INSTR.pack(5, 8, 8, 0, 2, 2, 1, 1, 1, 1, *[1] * 4, *[0] * 4, *[0] * 4, *[0] * 6,
-    ...                  2, 2, 0, bytes(7))
+    ...                  2, 2, 0, 0, 1, 0, bytes(2))
     >>> f = instruction(bytes(HEADER.size) + raw, 0)
     >>> KIND_NAMES[f.kind], (f.pool_h, f.pool_w), f.out_c
     ('maxpool', (2, 2), 1)
@@ -250,8 +256,8 @@ def weight_encodings(data):
     Example:
 
     >>> rec = INSTR.pack(4, 8, 0, 0, 1, 1, 3, 1, 1, 2, *[1] * 4, *[0] * 4, 4, 0, 1, 0,
-    ...                  *[0] * 6, 0, 0, 0, bytes(7))
-    >>> weight_encodings(HEADER.pack(MAGIC, 1, 1, 0, 1, 1, 3, 8, 0, 1.0, 0, 0) + rec + bytes(4))
+    ...                  *[0] * 6, 0, 0, 0, 0, 0, 0, bytes(2))
+    >>> weight_encodings(HEADER.pack(MAGIC, 2, 1, 0, 1, 1, 3, 8, 0, 1.0, 0, 0) + rec + bytes(4))
     ['sparse']
     """
     names = ("dense", "sparse")

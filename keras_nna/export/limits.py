@@ -8,7 +8,8 @@ they agree). `docs/bytecode.md` ("Program limits", "Output") states them.
 - Limits (`DEFAULT_LIMITS`, raised per call for a trusted program):
   `max_work`, the worst-case operations of one image summed over the layers;
   `max_activation_bytes`, the largest working set of one layer (one image, one
-  thread); `max_constant_bytes`, the decoded constants. `layer_costs` gives a
+  thread) plus the outputs held for a later consumer (`held_bytes`, 0 for a
+  chain); `max_constant_bytes`, the decoded constants. `layer_costs` gives a
   layer's three numbers from its shapes alone, so a program is refused before
   any constant is decoded.
 - Edge values: `input_scale` is a normal positive finite float32
@@ -33,10 +34,11 @@ import struct
 import numpy as np
 
 from keras_nna.export.format import KIND_NAMES, WEIGHTED, fail
+from keras_nna.export.program import sources
 
 __all__ = ["DEFAULT_LIMITS", "MAX_LAYER_WORK", "MAX_TENSOR_ELEMENTS", "accumulator_bounds",
-           "check_bounds", "check_layer_size", "check_limits", "check_output_exp",
-           "input_scale_error", "layer_costs", "resolve_limits"]
+           "check_bounds", "check_layer_size", "check_limits", "check_output_exp", "held_bytes",
+           "in_max", "input_scale_error", "layer_costs", "resolve_limits"]
 
 MAX_TENSOR_ELEMENTS = 1 << 28
 """Most elements of one activation or accumulator tensor (`kMaxTensorElements`, not raisable)."""
@@ -79,7 +81,8 @@ def layer_costs(f):
     Example:
 
     >>> from keras_nna.export.format import Instr
-    >>> layer_costs(Instr(5, 8, 8, 0, 2, 2, 1, 1, 1, 1, 1, 1, 2, 2, *[0] * 14, 2, 2, 0, b""))
+    >>> layer_costs(Instr(5, 8, 8, 0, 2, 2, 1, 1, 1, 1, 1, 1, 2, 2, *[0] * 14, 2, 2, 0, 0, 1, 0,
+    ...                   b""))
     (9, 72, 0)
     """
     kind = KIND_NAMES[f.kind]
@@ -90,7 +93,8 @@ def layer_costs(f):
                "dense": f.in_c * f.out_c}.get(kind, 0)
     macs = {"conv": positions * weights, "depthwise": positions * weights,
             "separable": positions * f.in_c * (taps + f.out_c), "dense": weights,
-            "maxpool": out_elems * f.pool_h * f.pool_w, "avgpool": out_elems * f.pool_h * f.pool_w}
+            "maxpool": out_elems * f.pool_h * f.pool_w, "avgpool": out_elems * f.pool_h * f.pool_w,
+            "add": 2 * out_elems}
     mid = positions * f.in_c if kind == "separable" else 0
     padded = 0
     if kind in WEIGHTED:
@@ -101,16 +105,47 @@ def layer_costs(f):
             constant)
 
 
-def check_limits(costs, limits=None):
-    """Holds a program's per-layer `layer_costs` to `resolve_limits(limits)`.
+def held_bytes(records):
+    """HELD of "Program limits": Σ `out_elems` of every layer `j` read by a layer `k > j + 1`.
+
+    Such an output outlives the two ping-pong buffers and is kept in its own
+    buffer (one byte per code). A chain holds nothing.
+
+    Args:
+        records: The program's `LayerRecord`s (`src = None` is the previous layer).
+
+    Returns:
+        The held bytes (an int).
+
+    Example:
+
+    >>> from keras_nna.export.program import LayerRecord
+    >>> conv = LayerRecord("conv", (2, 2, 1), (2, 2, 3), 8, 4)
+    >>> add = LayerRecord("add", (2, 2, 3), (2, 2, 3), 4, 4, src2=1)
+    >>> held_bytes([conv, conv, add]), held_bytes([conv, conv])
+    (12, 0)
+    """
+    held = set()
+    for k, pair in enumerate(sources(records)):
+        for s in set(pair) if records[k].kind == "add" else {pair[0]}:
+            if s >= 1 and k > s:  # producer j = s - 1, consumer k > j + 1
+                held.add(s - 1)
+    return sum(int(np.prod(records[j].out_shape)) for j in held)
+
+
+def check_limits(costs, limits=None, held=0):
+    """Holds a program's per-layer `layer_costs` (and its `held_bytes`) to
+    `resolve_limits(limits)`.
 
     Raises:
         BytecodeError: Naming the limit, the program's value and how to raise it.
     """
     limits = resolve_limits(limits)
     peak = max(range(len(costs)), key=lambda i: costs[i][1])
+    what = f"peak activation bytes (layer {peak})" + (
+        f" with {held} bytes of held outputs" if held else "")
     values = (("max_work", "worst-case work per image (operations)", sum(c[0] for c in costs)),
-              ("max_activation_bytes", f"peak activation bytes (layer {peak})", costs[peak][1]),
+              ("max_activation_bytes", what, costs[peak][1] + held),
               ("max_constant_bytes", "decoded constant bytes", sum(c[2] for c in costs)))
     for name, what, value in values:
         if value > limits[name]:
@@ -170,17 +205,29 @@ def check_layer_size(f, where):
                     f"limit of {MAX_LAYER_WORK}")
 
 
+def in_max(bits, signed):
+    """Largest |input code|: `2^b - 1` (unsigned) or `2^(b-1)` (signed two's complement).
+
+    Example:
+
+    >>> in_max(8, False), in_max(8, True), in_max(4, True)
+    (255, 128, 8)
+    """
+    return (1 << (bits - 1)) if signed else (1 << bits) - 1
+
+
 def accumulator_bounds(rec):
-    """Worst-case |accumulator| per output channel (and of the depthwise stage)."""
-    in_max = (1 << rec.in_bits) - 1
+    """Worst-case |accumulator| per output channel (and of the depthwise stage); the input
+    codes' bound is `in_max(rec.in_bits, rec.in_signed)`."""
+    top = in_max(rec.in_bits, bool(getattr(rec, "in_signed", False)))
     w = np.abs(rec.weights)
     if rec.kind == "conv":
-        return in_max * w.sum(axis=(0, 1, 2)), 0
+        return top * w.sum(axis=(0, 1, 2)), 0
     if rec.kind == "depthwise":
-        return in_max * w.sum(axis=(0, 1)), 0
+        return top * w.sum(axis=(0, 1)), 0
     if rec.kind == "dense":
-        return in_max * w.sum(axis=0), 0
-    dw = in_max * w.sum(axis=(0, 1))
+        return top * w.sum(axis=0), 0
+    dw = top * w.sum(axis=(0, 1))
     return dw @ np.abs(rec.weights2), int(dw.max(initial=0))
 
 

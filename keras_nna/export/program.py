@@ -1,4 +1,8 @@
-"""The integer IR: a `Program` is a chain of `LayerRecord`s.
+"""The integer IR: a `Program` is a list of `LayerRecord`s forming a DAG.
+
+Each record reads its input from `src` (0 = the input image, j >= 1 = the
+output of record j-1; `None` means the previous record, so hand-built chains
+need no `src`) and, for `"add"`, a second input from `src2`.
 
 This is the seam between the exporter (which lowers a quantized Keras model
 to records), the bytecode (which serialises records, `docs/bytecode.md`) and
@@ -24,7 +28,8 @@ import numpy as np
 
 from keras_nna.export.format import KINDS, STAT_NAMES, WEIGHTED
 
-__all__ = ["LayerRecord", "LayerStats", "Program", "KINDS", "conv_output_size", "same_padding"]
+__all__ = ["LayerRecord", "LayerStats", "Program", "KINDS", "conv_output_size", "same_padding",
+           "sources"]
 
 
 def conv_output_size(size, kernel, stride, pad_before, pad_after):
@@ -63,6 +68,16 @@ class LayerRecord:
         name: Keras layer name (not serialised).
         const_bytes: Bytes of this layer's constants in the pool (set by the
             reader; computed from the encoding when `None`).
+        src: Producer of the input: 0 = the program input image, `j >= 1` =
+            the output of record `j - 1`; `None` = the previous record (a
+            chain). Defaults to `None`.
+        src2: Producer of `"add"`'s second input (same encoding); 0 for every
+            other kind. Defaults to `0`.
+        out_signed: Whether the output codes are signed
+            (`-2^(b-1) .. 2^(b-1) - 1`). Defaults to `False`.
+        in_signed: Whether the input codes are signed (its producer's
+            `out_signed`; not serialised: the reader and the exporter set it,
+            the worst-case bounds use it). Defaults to `False`.
     """
 
     kind: str
@@ -85,6 +100,10 @@ class LayerRecord:
     acc_wide: bool = False
     name: str = ""
     const_bytes: int = None
+    src: int = None
+    src2: int = 0
+    out_signed: bool = False
+    in_signed: bool = False
 
     @property
     def dense_macs(self):
@@ -100,6 +119,8 @@ class LayerRecord:
             return oh * ow * ic * kh * kw + oh * ow * ic * oc
         if self.kind == "dense":
             return int(np.prod(self.in_shape)) * oc
+        if self.kind == "add":
+            return 2 * oh * ow * oc
         return 0
 
     @property
@@ -112,9 +133,29 @@ class LayerRecord:
         return total
 
 
+def sources(layers):
+    """The producers `(src, src2)` of each record, `src = None` resolved to its own index.
+
+    Args:
+        layers: `LayerRecord`s in execution order.
+
+    Returns:
+        A list of `(src, src2)` int pairs (`src2` is 0 except for `"add"`).
+
+    Example:
+
+    >>> a = LayerRecord("conv", (1, 1, 1), (1, 1, 1), 8, 4)
+    >>> b = LayerRecord("add", (1, 1, 1), (1, 1, 1), 4, 4, src2=0)
+    >>> sources([a, b])
+    [(0, 0), (1, 0)]
+    """
+    return [(i if rec.src is None else int(rec.src), int(rec.src2 or 0))
+            for i, rec in enumerate(layers)]
+
+
 @dataclasses.dataclass
 class Program:
-    """A chain of integer layers with its input description.
+    """A DAG of integer layers with its input description.
 
     Attributes:
         input_shape: `(h, w, c)` of the uint8 input.

@@ -2,7 +2,9 @@
 
 `run_reference` executes a `Program` on a uint8 batch with plain int64 numpy
 arithmetic, layer by layer, exactly as `docs/bytecode.md` specifies, and
-counts the statistics the emulator reports. It is slow and simple on
+counts the statistics the emulator reports. Each layer reads the tensor its
+`src` names (the image or an earlier layer's output; ADD also `src2`), so
+residual DAGs, signed codes and ADD run as well as chains. It is slow and simple on
 purpose: the tests hold the C++ op and the quantized Keras model to it.
 
 Example:
@@ -18,10 +20,11 @@ Example:
 
 import numpy as np
 
-from keras_nna.export.bytecode import _encode_kernel, load_program
+from keras_nna.export.bytecode import load_program
+from keras_nna.export.codes import encode_kernel as _encode_kernel
 from keras_nna.export.format import POOL_RQ, RQ_ENTRY, STAT_NAMES, WEIGHTED
 from keras_nna.export.images import check_images as _check_images
-from keras_nna.export.program import LayerStats
+from keras_nna.export.program import LayerStats, sources
 
 __all__ = ["run_reference", "STAT_NAMES", "check_images"]
 
@@ -57,12 +60,27 @@ def _windows(x, kh, kw, strides, pads, out_hw):
             yield ky, kx, xp[:, ky: ky + sh * (oh - 1) + 1: sh, kx: kx + sw * (ow - 1) + 1: sw, :]
 
 
+def _code_range(rec):
+    """`(lo, hi)` of the output codes: unsigned `0 .. 2^b-1` or signed `-2^(b-1) .. 2^(b-1)-1`."""
+    b = rec.out_bits
+    return (-(1 << (b - 1)), (1 << (b - 1)) - 1) if rec.out_signed else (0, (1 << b) - 1)
+
+
 def _requant(rec, z):
     if rec.out_bits == 0:
         return None, np.ldexp(z.astype(np.float64), -rec.sh).astype(np.float32)
     half = np.left_shift(np.int64(1), rec.sh - 1)
-    q = np.clip(np.right_shift(z + half, rec.sh), 0, (1 << rec.out_bits) - 1)
+    q = np.clip(np.right_shift(z + half, rec.sh), *_code_range(rec))
     return q, np.ldexp(q.astype(np.float64), -rec.out_exp).astype(np.float32)
+
+
+def _add(rec, a, b, fa, fb):
+    """ADD (kind 8): exact aligned sum, rounding shift by `F - out_exp`, clip."""
+    big = max(fa, fb)
+    total = (a << (big - fa)) + (b << (big - fb))
+    d = big - rec.out_exp
+    v = (total + (1 << (d - 1))) >> d if d > 0 else total << -d
+    return np.clip(v, *_code_range(rec))
 
 
 def _layer_bytes(rec):
@@ -152,16 +170,25 @@ def run_reference(program, images, limits=None):
         FileNotFoundError: If a program path does not exist.
     """
     program = load_program(program, limits)
-    x = check_images(program, images).astype(np.int64)
-    n = x.shape[0]
+    image = check_images(program, images).astype(np.int64)
+    n = image.shape[0]
+    tensors, exps = [image], [0]  # tensors[j]: the image (j = 0) or layer j-1's codes
     stats = np.zeros((n, len(program.layers), len(STAT_NAMES)), np.int64)
     values = None
-    for i, rec in enumerate(program.layers):
+    for i, (rec, (src, src2)) in enumerate(zip(program.layers, sources(program.layers))):
+        x = tensors[src]
         events = (x != 0).sum(axis=(1, 2, 3))
-        codes, values, synops = _run_layer(rec, x)
-        h, w, c = rec.in_shape
-        dense_bytes = -(-h * w * c * rec.in_bits // 8)
-        sparse_bytes = -(-events * (rec.in_bits + 16) // 8)
+        dense_bytes = -(-x[0].size * rec.in_bits // 8)
+        sparse_bits = events * (rec.in_bits + 16)
+        if rec.kind == "add":
+            x2, bits2 = tensors[src2], _bits(program, src2)
+            codes, values = _add(rec, x, tensors[src2], exps[src], exps[src2]), None
+            events2 = (x2 != 0).sum(axis=(1, 2, 3))
+            events, synops = events + events2, events + events2
+            dense_bytes += -(-x2[0].size * bits2 // 8)
+            sparse_bits = sparse_bits + events2 * (bits2 + 16)
+        else:
+            codes, values, synops = _run_layer(rec, x)
         out = codes if codes is not None else values
         stats[:, i] = np.stack(
             [
@@ -169,14 +196,19 @@ def run_reference(program, images, limits=None):
                 synops,
                 np.full(n, rec.dense_macs),
                 np.full(n, _layer_bytes(rec)),
-                np.minimum(dense_bytes, sparse_bytes),
+                np.minimum(dense_bytes, -(-sparse_bits // 8)),
                 (out.reshape(n, -1) != 0).sum(axis=1),
             ],
             axis=1,
         )
-        if codes is not None:
-            x = codes
+        tensors.append(codes)
+        exps.append(rec.out_exp)
     last = program.layers[-1]
     if values is None:
-        values = np.ldexp(x.astype(np.float64), -last.out_exp).astype(np.float32)
+        values = np.ldexp(tensors[-1].astype(np.float64), -last.out_exp).astype(np.float32)
     return values.reshape((n, *program.output_shape)), LayerStats(stats)
+
+
+def _bits(program, src):
+    """Code bits of tensor `src` (0: the image)."""
+    return program.input_bits if src == 0 else program.layers[src - 1].out_bits

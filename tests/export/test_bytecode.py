@@ -84,7 +84,8 @@ BAD_PROGRAMS = [
     ("empty", lambda d: b"", r"0 bytes received, expected at least 36"),
     ("short", lambda d: d[:20], r"20 bytes received, expected at least 36"),
     ("magic", lambda d: b"XNAB" + d[4:], r"magic b'XNAB' received, expected b'NNAB'"),
-    ("version", lambda d: d[:4] + b"\x02\x00" + d[6:], r"version 2 received, expected 1"),
+    ("version", lambda d: d[:4] + b"\x03\x00" + d[6:],
+     r"unsupported format version 3 \(this reader reads versions 1 and 2\)"),
     ("no-layers", lambda d: d[:6] + b"\x00\x00" + d[8:], r"n_layers 0 received, expected 1..1024"),
     ("many-layers", lambda d: d[:6] + b"\x01\x04" + d[8:], r"n_layers 1025 received"),
     ("truncated", lambda d: d[:-9], r"sizes imply \d+ bytes, the file has \d+ \(truncated"),
@@ -93,7 +94,8 @@ BAD_PROGRAMS = [
     ("pool-byte", lambda d: d[:-5] + bytes([d[-5] ^ 0x10]) + d[-4:], r"CRC-32 mismatch"),
     ("kind", lambda d: _with_crc(d[:32] + b"\x09" + d[33:-4]), r"layer 0: unknown kind 9"),
     ("in-shape", lambda d: _with_crc(d[:36] + b"\x05" + d[37:-4]),
-     r"layer 0 \(separable\): input shape \(5, 4, 2\) != previous output \(4, 4, 2\)"),
+     r"layer 0 \(separable\): input shape \(5, 4, 2\) received, expected \(4, 4, 2\) \(the "
+     r"output of the input image \(src 0\)\)"),
     ("scale", lambda d: _with_crc(d[:20] + struct.pack("<f", 0.0) + d[24:-4]),
      r"input_scale 0.0 must be finite and > 0"),
 ]
@@ -108,7 +110,8 @@ def test_read_program_rejects(data, corrupt, match):
 
 @pytest.mark.parametrize("header,match", [
     (_header(magic=b"ONNX") + bytes(68), "magic b'ONNX' received"),
-    (_header(version=0) + bytes(68), "version 0 received, expected 1"),
+    (_header(version=0) + bytes(68), r"unsupported format version 0 \(this reader reads "
+                                     r"versions 1 and 2\)"),
     (_header(pool_size=10) + bytes(68), "sizes imply 110 bytes, the file has 100"),
 ], ids=["magic", "version", "size"])
 def test_peek_header_rejects(header, match):
