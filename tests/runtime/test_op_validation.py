@@ -119,7 +119,7 @@ def test_field_corruption_with_valid_crc_is_rejected(nna, program, images, xor):
 H = HEADER_OFFSETS
 FIELD_CASES = [
     (H["magic"], b"XNAB", "magic"),
-    (H["version"], struct.pack("<H", 2), "version"),
+    (H["version"], struct.pack("<H", 3), "version"),
     (H["n_layers"], struct.pack("<H", 0), "n_layers"),
     (H["in_h"], struct.pack("<H", 0), "in_h"),
     (H["in_bits"], b"\x09", "in_bits"),

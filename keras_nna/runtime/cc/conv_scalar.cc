@@ -15,8 +15,8 @@ int64_t CountNonZero(const uint8_t* p, int64_t n) {
   return c;
 }
 
-template <typename AccT>
-void ConvEvent(const Layer& L, const uint8_t* in, AccT* acc, int64_t* synops) {
+template <typename AccT, typename InT>
+void ConvEvent(const Layer& L, const InT* in, AccT* acc, int64_t* synops) {
   const int C = L.in_c, O = L.out_c;
   std::fill(acc, acc + L.out_elems, AccT(0));
   const Taps ty(L.in_h, L.kh, L.stride_h, L.pad_top, L.out_h);
@@ -25,7 +25,7 @@ void ConvEvent(const Layer& L, const uint8_t* in, AccT* acc, int64_t* synops) {
   int64_t syn = 0;
   for (int y = 0; y < L.in_h; ++y) {
     for (int x = 0; x < L.in_w; ++x) {
-      const uint8_t* px = in + (int64_t(y) * L.in_w + x) * C;
+      const InT* px = in + (int64_t(y) * L.in_w + x) * C;
       int n = 0;
       for (int c = 0; c < C; ++c) if (px[c]) nzc[n++] = c;
       if (!n) continue;
@@ -48,8 +48,8 @@ void ConvEvent(const Layer& L, const uint8_t* in, AccT* acc, int64_t* synops) {
   *synops = syn;
 }
 
-template <typename AccT>
-void ConvDense(const Layer& L, const uint8_t* in, AccT* acc) {
+template <typename AccT, typename InT>
+void ConvDense(const Layer& L, const InT* in, AccT* acc) {
   const int C = L.in_c, O = L.out_c;
   for (int oy = 0; oy < L.out_h; ++oy) {
     for (int ox = 0; ox < L.out_w; ++ox) {
@@ -61,7 +61,7 @@ void ConvDense(const Layer& L, const uint8_t* in, AccT* acc) {
         for (int kx = 0; kx < L.kw; ++kx) {
           const int ix = ox * L.stride_w - L.pad_left + kx;
           if (ix < 0 || ix >= L.in_w) continue;
-          const uint8_t* px = in + (int64_t(iy) * L.in_w + ix) * C;
+          const InT* px = in + (int64_t(iy) * L.in_w + ix) * C;
           const int16_t* w = &L.w[int64_t(ky * L.kw + kx) * C * O];
           for (int c = 0; c < C; ++c, w += O) {
             const AccT v = px[c];
@@ -73,14 +73,15 @@ void ConvDense(const Layer& L, const uint8_t* in, AccT* acc) {
   }
 }
 
-int64_t ConvSynops(const Layer& L, const uint8_t* in) {
+template <typename InT>
+int64_t ConvSynops(const Layer& L, const InT* in) {
   const Taps ty(L.in_h, L.kh, L.stride_h, L.pad_top, L.out_h);
   const Taps tx(L.in_w, L.kw, L.stride_w, L.pad_left, L.out_w);
   const bool conv = L.kind == kConv;
   int64_t syn = 0;
   for (int y = 0; y < L.in_h; ++y) {
     for (int x = 0; x < L.in_w; ++x) {
-      const uint8_t* px = in + (int64_t(y) * L.in_w + x) * L.in_c;
+      const InT* px = in + (int64_t(y) * L.in_w + x) * L.in_c;
       for (int c = 0; c < L.in_c; ++c) {
         if (!px[c]) continue;
         for (int a = ty.start[y]; a < ty.start[y + 1]; ++a) {
@@ -95,9 +96,15 @@ int64_t ConvSynops(const Layer& L, const uint8_t* in) {
   return syn;
 }
 
-template void ConvEvent<int32_t>(const Layer&, const uint8_t*, int32_t*, int64_t*);
-template void ConvEvent<int64_t>(const Layer&, const uint8_t*, int64_t*, int64_t*);
-template void ConvDense<int32_t>(const Layer&, const uint8_t*, int32_t*);
-template void ConvDense<int64_t>(const Layer&, const uint8_t*, int64_t*);
+#define KERAS_NNA_CONV(AccT, InT)                                                    \
+  template void ConvEvent<AccT, InT>(const Layer&, const InT*, AccT*, int64_t*); \
+  template void ConvDense<AccT, InT>(const Layer&, const InT*, AccT*);
+KERAS_NNA_CONV(int32_t, uint8_t)
+KERAS_NNA_CONV(int64_t, uint8_t)
+KERAS_NNA_CONV(int32_t, int8_t)
+KERAS_NNA_CONV(int64_t, int8_t)
+#undef KERAS_NNA_CONV
+template int64_t ConvSynops<uint8_t>(const Layer&, const uint8_t*);
+template int64_t ConvSynops<int8_t>(const Layer&, const int8_t*);
 
 }  // namespace keras_nna

@@ -7,8 +7,8 @@
 
 namespace keras_nna {
 
-template <typename AccT>
-void DepthwiseEvent(const Layer& L, const uint8_t* in, AccT* acc, int64_t* synops) {
+template <typename AccT, typename InT>
+void DepthwiseEvent(const Layer& L, const InT* in, AccT* acc, int64_t* synops) {
   const int C = L.in_c;
   std::fill(acc, acc + int64_t(L.out_h) * L.out_w * C, AccT(0));
   const Taps ty(L.in_h, L.kh, L.stride_h, L.pad_top, L.out_h);
@@ -16,7 +16,7 @@ void DepthwiseEvent(const Layer& L, const uint8_t* in, AccT* acc, int64_t* synop
   int64_t syn = 0;
   for (int y = 0; y < L.in_h; ++y) {
     for (int x = 0; x < L.in_w; ++x) {
-      const uint8_t* px = in + (int64_t(y) * L.in_w + x) * C;
+      const InT* px = in + (int64_t(y) * L.in_w + x) * C;
       for (int c = 0; c < C; ++c) {
         if (!px[c]) continue;
         const AccT v = px[c];
@@ -33,8 +33,8 @@ void DepthwiseEvent(const Layer& L, const uint8_t* in, AccT* acc, int64_t* synop
   *synops = syn;
 }
 
-template <typename AccT>
-void DepthwiseDense(const Layer& L, const uint8_t* in, AccT* acc) {
+template <typename AccT, typename InT>
+void DepthwiseDense(const Layer& L, const InT* in, AccT* acc) {
   const int C = L.in_c;
   for (int oy = 0; oy < L.out_h; ++oy) {
     for (int ox = 0; ox < L.out_w; ++ox) {
@@ -46,7 +46,7 @@ void DepthwiseDense(const Layer& L, const uint8_t* in, AccT* acc) {
         for (int kx = 0; kx < L.kw; ++kx) {
           const int ix = ox * L.stride_w - L.pad_left + kx;
           if (ix < 0 || ix >= L.in_w) continue;
-          const uint8_t* px = in + (int64_t(iy) * L.in_w + ix) * C;
+          const InT* px = in + (int64_t(iy) * L.in_w + ix) * C;
           const int16_t* w = &L.w[int64_t(ky * L.kw + kx) * C];
           for (int c = 0; c < C; ++c) dst[c] += AccT(px[c]) * AccT(w[c]);
         }
@@ -55,9 +55,13 @@ void DepthwiseDense(const Layer& L, const uint8_t* in, AccT* acc) {
   }
 }
 
-template void DepthwiseEvent<int32_t>(const Layer&, const uint8_t*, int32_t*, int64_t*);
-template void DepthwiseEvent<int64_t>(const Layer&, const uint8_t*, int64_t*, int64_t*);
-template void DepthwiseDense<int32_t>(const Layer&, const uint8_t*, int32_t*);
-template void DepthwiseDense<int64_t>(const Layer&, const uint8_t*, int64_t*);
+#define KERAS_NNA_DEPTHWISE(AccT, InT)                                                    \
+  template void DepthwiseEvent<AccT, InT>(const Layer&, const InT*, AccT*, int64_t*); \
+  template void DepthwiseDense<AccT, InT>(const Layer&, const InT*, AccT*);
+KERAS_NNA_DEPTHWISE(int32_t, uint8_t)
+KERAS_NNA_DEPTHWISE(int64_t, uint8_t)
+KERAS_NNA_DEPTHWISE(int32_t, int8_t)
+KERAS_NNA_DEPTHWISE(int64_t, int8_t)
+#undef KERAS_NNA_DEPTHWISE
 
 }  // namespace keras_nna

@@ -1,4 +1,4 @@
-// Pointwise products, portable: DENSE (uint8 codes, one row) and the
+// Pointwise products, portable: DENSE (uint8 or int8 codes, one row) and the
 // pointwise stage of SEPARABLE (rows of depthwise accumulators).
 #include <algorithm>
 
@@ -53,10 +53,13 @@ int64_t PointwiseSynops(const InT* x, int64_t positions, int C, const std::vecto
   template void PointwiseDense<AccT, InT>(const InT*, int64_t, int, int, const int16_t*, AccT*);
 KERAS_NNA_POINTWISE(int32_t, uint8_t)
 KERAS_NNA_POINTWISE(int64_t, uint8_t)
+KERAS_NNA_POINTWISE(int32_t, int8_t)
+KERAS_NNA_POINTWISE(int64_t, int8_t)
 KERAS_NNA_POINTWISE(int32_t, int32_t)
 KERAS_NNA_POINTWISE(int64_t, int64_t)
 #undef KERAS_NNA_POINTWISE
 template int64_t PointwiseSynops<uint8_t>(const uint8_t*, int64_t, int, const std::vector<int32_t>&);
+template int64_t PointwiseSynops<int8_t>(const int8_t*, int64_t, int, const std::vector<int32_t>&);
 template int64_t PointwiseSynops<int32_t>(const int32_t*, int64_t, int, const std::vector<int32_t>&);
 template int64_t PointwiseSynops<int64_t>(const int64_t*, int64_t, int, const std::vector<int32_t>&);
 

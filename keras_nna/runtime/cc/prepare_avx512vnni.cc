@@ -3,7 +3,8 @@
 // synops tables. Runs after ParseProgram() accepted the program (the parser
 // never builds SIMD layouts). Each layout is built only when the CPU has
 // VNNI and its kernel applies (int32 accumulation, padded input <= 2^28
-// bytes); an empty layout sends the layer to the portable kernels.
+// bytes, unsigned input codes); an empty layout sends the layer to the
+// portable kernels.
 #include <algorithm>
 
 #include "avx512vnni_common.h"
@@ -79,8 +80,9 @@ void PackConv(Layer* L) {
 }  // namespace
 
 void PrepareLayerVnni(Layer* L) {
-  if (L->kind > kDense) return;
-  if (!L->raw) PackRequant(L);
+  if (L->kind > kDense) return;  // pools, FLATTEN, ADD: portable kernels
+  if (!L->raw) PackRequant(L);   // signed or unsigned output codes
+  if (L->in_signed) return;      // signed (int8) inputs: portable kernels only
   const bool conv_kind = L->kind != kDense;
   const bool table = conv_kind && PrepareSynopsTable(L);
   if (table && !L->acc_wide && (L->kind == kDepthwise || L->kind == kSeparable)) PackDepthwise(L);

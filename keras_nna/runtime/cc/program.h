@@ -1,4 +1,4 @@
-// keras_nna bytecode (docs/bytecode.md, version 1): parsing and validation.
+// keras_nna bytecode (docs/bytecode.md, versions 1 and 2): parsing and validation.
 //
 // ParseProgram() turns untrusted bytes into a typed, fully validated Program
 // (program_parse*.cc). Kernels (run_image.h) only ever see a Program that
@@ -24,6 +24,7 @@ enum LayerKind : uint8_t {
   kMaxPool = 5,
   kAvgPool = 6,
   kFlatten = 7,
+  kAdd = 8,
 };
 
 const char* KindName(int kind);
@@ -52,6 +53,21 @@ struct Layer {
   int in_bits = 0, out_bits = 0, out_exp = 0;
   bool raw = false;       // out_bits == 0: float output z * 2^-sh
   bool acc_wide = false;  // accumulate in int64
+  // Data flow (version 2; a version-1 chain has src = index): producer of the
+  // input, 0 = the program's image, j >= 1 = the output of layer j - 1; src2
+  // the second input of ADD (same encoding, 0 elsewhere). Codes are one byte
+  // each: uint8 when unsigned, int8 (two's complement) when signed.
+  int src = 0, src2 = 0;
+  bool in_signed = false, out_signed = false;
+  // ADD: the second input's bits and signedness (from its producer), the left
+  // shifts of each input to the common exponent F = max(fa, fb) (0-16) and
+  // d = F - out_exp (-16..16): q = clip(rhu(qa<<sa + qb<<sb, d)).
+  int in2_bits = 0;
+  bool in2_signed = false;
+  int add_sa = 0, add_sb = 0, add_d = 0;
+  // Output kept beyond the ping-pong buffers (a consumer later than the next
+  // layer): byte offset in the held block (Program::held_bytes), else -1.
+  int64_t held_off = -1;
   int in_h = 0, in_w = 0, in_c = 0;
   int out_h = 0, out_w = 0, out_c = 0;
   int kh = 0, kw = 0;     // kernel (conv kinds) or pool window (pools)
@@ -122,7 +138,8 @@ struct Layer {
 //   max_activation_bytes: largest per-layer working set of one image and
 //     thread: 18 bytes per element of the layer's largest tensor (two code
 //     buffers, two int64 accumulators) + the zero-padded input of the conv
-//     kinds ((in_h+pads)*(in_w+pads)*ceil4(in_c) bytes).
+//     kinds ((in_h+pads)*(in_w+pads)*ceil4(in_c) bytes), plus HELD: one byte
+//     per element of every output kept for a consumer beyond the next layer.
 //   max_constant_bytes: decoded constants: 2 bytes per kernel weight (int16)
 //     + 16 bytes per output channel of kinds 1-4.
 #define KERAS_NNA_DEFAULT_MAX_WORK 34359738368            /* 2^35 */
@@ -141,7 +158,7 @@ struct ProgramLimits {
 // What a program costs, in the units of ProgramLimits (filled by the parser).
 struct ProgramCosts {
   int64_t work = 0;              // sum over layers
-  int64_t activation_bytes = 0;  // max over layers
+  int64_t activation_bytes = 0;  // max over layers + held bytes
   int64_t constant_bytes = 0;    // sum over layers
   int peak_layer = 0;            // layer of the activation peak
 };
@@ -150,7 +167,11 @@ struct Program {
   int in_h = 0, in_w = 0, in_c = 0, in_bits = 0;
   float input_scale = 0.f;
   std::vector<Layer> layers;
+  int version = 0;
   size_t max_elems = 0;  // largest activation/accumulator tensor, elements
+  // Bytes of the outputs held beyond the ping-pong buffers (the HELD term of
+  // activation_bytes): sum of out_elems of layers with held_off >= 0.
+  int64_t held_bytes = 0;
   // Output of the program, per image.
   int out_h = 0, out_w = 0, out_c = 0;
   bool out_rank1 = false;  // out_h == out_w == 1: output [N, out_c]

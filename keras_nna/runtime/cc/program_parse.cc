@@ -1,5 +1,6 @@
 // Parsing and validation of keras_nna bytecode (docs/bytecode.md): the
-// header, the chain of instructions and the fields every kind shares. Per-kind
+// header, the instructions' data flow (a chain in version 1, a DAG in version
+// 2) and the fields every kind shares. Per-kind
 // geometry is in program_parse_geometry.cc, constants and arithmetic bounds in
 // program_parse_constants.cc.
 //
@@ -10,6 +11,7 @@
 // (PrepareProgram, run_image.h).
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -58,9 +60,109 @@ bool ParseInput(const uint8_t* data, Program* prog, const Fail& fail) {
   return true;
 }
 
-// Fields every kind has: chaining with the previous layer (bits, shape, step),
-// raw output, acc_wide and reserved bytes. Fills *in with the rest.
-bool ParseCommon(const uint8_t* p, bool last, const Layer& prev, int prev_exp, Layer* L,
+// What a layer reads: the image (src 0) or the output of an earlier layer.
+struct Producer {
+  int h = 0, w = 0, c = 0, bits = 0, exp = 0;  // the image's exponent counts as 0
+  bool is_signed = false;
+  std::string name;  // "the image" or "layer j"
+};
+
+Producer ProducerOf(const Program& prog, int src) {
+  Producer p;
+  if (src == 0) {
+    p.h = prog.in_h; p.w = prog.in_w; p.c = prog.in_c; p.bits = prog.in_bits;
+    p.name = "the image";
+    return p;
+  }
+  const Layer& L = prog.layers[src - 1];
+  p.h = L.out_h; p.w = L.out_w; p.c = L.out_c; p.bits = L.out_bits; p.exp = L.out_exp;
+  p.is_signed = L.out_signed;
+  p.name = "layer " + std::to_string(src - 1);
+  return p;
+}
+
+// Data-flow fields (bytes 57..63): out_signed, src, src2. Version 1 is a chain
+// (bytes 57..63 zero, src implied = own index); version 2 reads them.
+bool ParseFlow(const uint8_t* p, int version, Layer* L, const Fail& fail) {
+  if (version == 1) {
+    for (int k = 57; k < 64; ++k) {
+      if (p[k] != 0) return fail("reserved byte ", k, ": expected 0 in a version-1 program, got ", int(p[k]));
+    }
+    if (L->kind == kAdd) {
+      return fail("kind 8 (ADD) needs format version 2 (a version-1 program is a chain; re-export the model)");
+    }
+    L->src = L->index;
+    return true;
+  }
+  if (p[57] > 1) return fail("out_signed: expected 0 or 1, got ", int(p[57]));
+  L->out_signed = p[57] == 1;
+  L->src = U16(p + 58);
+  L->src2 = U16(p + 60);
+  if (L->src > L->index) {
+    return fail("src: expected 0-", L->index, " (0 = the image, j = output of layer j-1, an earlier layer), got ",
+                L->src);
+  }
+  if (L->kind == kAdd && L->src2 > L->index) {
+    return fail("src2: expected 0-", L->index, " (0 = the image, j = output of layer j-1, an earlier layer), got ",
+                L->src2);
+  }
+  if (L->kind != kAdd && L->src2 != 0) {
+    return fail("src2: expected 0 for this kind (only ADD has a second input), got ", L->src2);
+  }
+  for (int k = 62; k < 64; ++k) {
+    if (p[k] != 0) return fail("reserved byte ", k, ": expected 0, got ", int(p[k]));
+  }
+  return true;
+}
+
+// Signedness of the input and output codes by kind (docs/bytecode.md, version 2).
+bool CheckSigns(const Producer& a, Layer* L, const Fail& fail) {
+  L->in_signed = a.is_signed;
+  if (!L->out_signed) {
+    if (L->kind == kFlatten && L->in_signed) {
+      return fail("out_signed: expected 1 (FLATTEN keeps its input's signedness: ", a.name, " is signed), got 0");
+    }
+    return true;
+  }
+  if (L->raw) return fail("out_signed: expected 0 for a raw output (out_bits 0), got 1");
+  if (L->kind == kMaxPool || L->kind == kAvgPool) return fail("out_signed: expected 0 for pools, got 1");
+  if (L->kind == kFlatten && !L->in_signed) {
+    return fail("out_signed: expected 0 (FLATTEN keeps its input's signedness: ", a.name, " is unsigned), got 1");
+  }
+  if (L->kind != kFlatten && (L->out_bits < 2 || L->out_bits > 8)) {
+    return fail("out_bits: expected 2-8 for signed codes (out_signed 1), got ", L->out_bits);
+  }
+  return true;
+}
+
+// ADD: second input (shape, bits, sign from its producer) and the exponent
+// rules |fa - fb| <= 16, |F - out_exp| <= 16 with F = max(fa, fb).
+bool CheckAdd(const Program& prog, const Producer& a, Layer* L, const Fail& fail) {
+  const Producer b = ProducerOf(prog, L->src2);
+  if (b.h != a.h || b.w != a.w || b.c != a.c) {
+    return fail("src2 shape: expected ", a.h, "x", a.w, "x", a.c, " (input A, ", a.name, "), got ", b.h, "x",
+                b.w, "x", b.c, " (", b.name, ")");
+  }
+  L->in2_bits = b.bits;
+  L->in2_signed = b.is_signed;
+  if (std::abs(a.exp - b.exp) > 16) {
+    return fail("input exponents: expected |fa - fb| <= 16, got fa = ", a.exp, " (", a.name, "), fb = ", b.exp,
+                " (", b.name, ")");
+  }
+  const int F = std::max(a.exp, b.exp);
+  if (std::abs(F - L->out_exp) > 16) {
+    return fail("out_exp: expected ", F - 16, " to ", F + 16, " (|max(fa, fb) - out_exp| <= 16 with max(fa, fb) = ",
+                F, "), got ", L->out_exp);
+  }
+  L->add_sa = F - a.exp;
+  L->add_sb = F - b.exp;
+  L->add_d = F - L->out_exp;
+  return true;
+}
+
+// Fields every kind has: producers (bits, shape, step, signedness), raw
+// output, acc_wide and the data-flow bytes. Fills *in with the rest.
+bool ParseCommon(const uint8_t* p, bool last, int version, const Program& prog, Layer* L,
                  parse::Instr* in, const Fail& fail) {
   const bool weighted = L->kind <= kDense;
   L->in_bits = p[1];
@@ -78,12 +180,15 @@ bool ParseCommon(const uint8_t* p, bool last, const Layer& prev, int prev_exp, L
   in->rq_off = U32(p + 44); in->rq_len = U32(p + 48);
   in->pool_h = U16(p + 52); in->pool_w = U16(p + 54);
   in->acc_wide = p[56];
-  if (L->in_bits != prev.out_bits) {
-    return fail("in_bits: expected ", prev.out_bits, " (previous layer's out_bits), got ", L->in_bits);
+  if (!ParseFlow(p, version, L, fail)) return false;
+  const Producer a = ProducerOf(prog, L->src);
+  const std::string from = version == 1 ? "the previous layer" : "its src, " + a.name;
+  if (L->in_bits != a.bits) {
+    return fail("in_bits: expected ", a.bits, " (out_bits of ", from, "), got ", L->in_bits);
   }
-  if (L->in_h != prev.out_h || L->in_w != prev.out_w || L->in_c != prev.out_c) {
-    return fail("input shape: expected ", prev.out_h, "x", prev.out_w, "x", prev.out_c,
-                " (previous output), got ", L->in_h, "x", L->in_w, "x", L->in_c);
+  if (L->in_h != a.h || L->in_w != a.w || L->in_c != a.c) {
+    return fail("input shape: expected ", a.h, "x", a.w, "x", a.c, " (output of ", from, "), got ", L->in_h, "x",
+                L->in_w, "x", L->in_c);
   }
   L->raw = L->out_bits == 0;
   if (L->raw) {
@@ -92,24 +197,25 @@ bool ParseCommon(const uint8_t* p, bool last, const Layer& prev, int prev_exp, L
   } else if (L->out_bits > 8) {
     return fail("out_bits: expected 0-8, got ", L->out_bits);
   }
+  if (!CheckSigns(a, L, fail)) return false;
   // Edge-value rule (docs/bytecode.md, "Output"): on the last layer every
   // code q = 1 .. 2^out_bits - 1 times 2^-out_exp is a normal finite float32.
   if (last && !L->raw && (L->out_exp > 126 || L->out_exp < L->out_bits - 128)) {
     return fail("out_exp: expected ", L->out_bits - 128, " to 126 on the last layer (every output code q * 2^-out_exp "
                 "must be a normal finite float32 for out_bits ", L->out_bits, "), got ", L->out_exp);
   }
-  if (!weighted) {
+  if (L->kind == kAdd) {
+    if (!CheckAdd(prog, a, L, fail)) return false;
+  } else if (!weighted) {
     if (L->out_bits != L->in_bits) return fail("out_bits: expected ", L->in_bits, " (= in_bits), got ", L->out_bits);
-    if (L->index > 0 && L->out_exp != prev_exp) {
-      return fail("out_exp: expected ", prev_exp, " (previous step), got ", L->out_exp);
+    if (L->src > 0 && L->out_exp != a.exp) {
+      return fail("out_exp: expected ", a.exp, " (the step of ", version == 1 ? "the previous layer" : a.name,
+                  "), got ", L->out_exp);
     }
   }
   if (in->acc_wide > 1) return fail("acc_wide: expected 0 or 1, got ", in->acc_wide);
   if (!weighted && in->acc_wide != 0) return fail("acc_wide: expected 0 for this kind, got ", in->acc_wide);
   L->acc_wide = in->acc_wide == 1;
-  for (int k = 57; k < 64; ++k) {
-    if (p[k] != 0) return fail("reserved byte ", k, ": expected 0, got ", int(p[k]));
-  }
   return true;
 }
 
@@ -118,18 +224,19 @@ Fail LayerFail(std::string* error, int i, int kind) {
 }
 
 // Everything but the constants: common fields, geometry, sizes and costs.
-bool ParseLayer(const uint8_t* p, int i, bool last, const Layer& prev, int prev_exp, Layer* L,
+bool ParseLayer(const uint8_t* p, int i, bool last, int version, const Program& prog, Layer* L,
                 parse::Instr* in, std::string* error) {
   const Fail fail = LayerFail(error, i, p[0]);
   L->index = i;
   L->kind = p[0];
-  if (L->kind < kConv || L->kind > kFlatten) return fail("kind: expected 1-7, got ", int(p[0]));
-  if (!ParseCommon(p, last, prev, prev_exp, L, in, fail)) return false;
+  if (L->kind < kConv || L->kind > kAdd) return fail("kind: expected 1-8, got ", int(p[0]));
+  if (!ParseCommon(p, last, version, prog, L, in, fail)) return false;
   bool ok = false;
   switch (L->kind) {
     case kConv: case kDepthwise: case kSeparable: ok = ParseConvGeometry(*in, L, fail); break;
     case kDense: ok = ParseDenseGeometry(*in, L, fail); break;
     case kMaxPool: case kAvgPool: ok = ParsePoolGeometry(*in, L, fail); break;
+    case kAdd: ok = ParseAddGeometry(*in, L, fail); break;
     default: ok = ParseFlattenGeometry(*in, L, fail); break;
   }
   return ok && CheckSizeAndWork(L, fail);
@@ -157,8 +264,11 @@ bool CheckProgramLimits(Program* prog, const ProgramLimits& limits, std::string*
       c.peak_layer = L.index;
     }
   }
+  c.activation_bytes += prog->held_bytes;  // outputs kept beyond the ping-pong buffers (HELD)
   const Fail fail(error);
-  const std::string peak = "peak activation bytes (layer " + std::to_string(c.peak_layer) + ")";
+  std::string peak = "peak activation bytes (layer " + std::to_string(c.peak_layer);
+  if (prog->held_bytes > 0) peak += " + " + std::to_string(prog->held_bytes) + " held bytes";
+  peak += ")";
   return CheckLimit("max_work", "worst-case work per image (operations)", c.work, limits.max_work, fail) &&
          CheckLimit("max_activation_bytes", peak.c_str(), c.activation_bytes, limits.max_activation_bytes,
                     fail) &&
@@ -166,8 +276,34 @@ bool CheckProgramLimits(Program* prog, const ProgramLimits& limits, std::string*
                     limits.max_constant_bytes, fail);
 }
 
+// Every layer but the last feeds a later one (src or src2); outputs read by a
+// layer beyond the next get their own buffer (held_off; their sum is HELD).
+bool CheckConsumersAndHold(Program* prog, std::string* error) {
+  const int n = int(prog->layers.size());
+  std::vector<int> last_use(n, -1);  // latest consumer of each layer's output
+  for (int k = 0; k < n; ++k) {
+    const Layer& L = prog->layers[k];
+    if (L.src > 0) last_use[L.src - 1] = std::max(last_use[L.src - 1], k);
+    if (L.kind == kAdd && L.src2 > 0) last_use[L.src2 - 1] = std::max(last_use[L.src2 - 1], k);
+  }
+  prog->held_bytes = 0;
+  for (int j = 0; j < n; ++j) {
+    Layer& L = prog->layers[j];
+    if (j < n - 1 && last_use[j] < 0) {
+      return LayerFail(error, j, L.kind)("layer ", j, "'s output is never used (every layer but the last must be "
+                                         "the src or src2 of a later layer)");
+    }
+    L.held_off = -1;
+    if (last_use[j] > j + 1) {  // <= 1,024 tensors of <= 2^28 elements: no overflow
+      L.held_off = prog->held_bytes;
+      prog->held_bytes += L.out_elems;
+    }
+  }
+  return true;
+}
+
 // Magic, version, n_layers, total size and CRC. Sets *n_layers and *pool_size.
-bool ParseFraming(const uint8_t* data, size_t size, int* n_layers, uint64_t* pool_size,
+bool ParseFraming(const uint8_t* data, size_t size, int* version, int* n_layers, uint64_t* pool_size,
                   std::string* error) {
   const Fail fail(error);
   if (size < kHeaderSize + 4) {
@@ -177,8 +313,10 @@ bool ParseFraming(const uint8_t* data, size_t size, int* n_layers, uint64_t* poo
   if (std::memcmp(data, "NNAB", 4) != 0) {
     return fail("bad magic: expected \"NNAB\" at offset 0 (is this a keras_nna program?)");
   }
-  const uint16_t version = U16(data + 4);
-  if (version != 1) return fail("header.version: expected 1, got ", version);
+  *version = U16(data + 4);
+  if (*version != 1 && *version != 2) {
+    return fail("header.version: unsupported format version ", *version, " (this reader reads versions 1 and 2)");
+  }
   *n_layers = U16(data + 6);
   if (*n_layers < 1 || *n_layers > kMaxLayers) {
     return fail("header.n_layers: expected 1-", kMaxLayers, ", got ", *n_layers);
@@ -203,9 +341,9 @@ bool ParseFraming(const uint8_t* data, size_t size, int* n_layers, uint64_t* poo
 }  // namespace
 
 const char* KindName(int kind) {
-  static const char* names[] = {"?",     "CONV",    "DEPTHWISE", "SEPARABLE",
-                                "DENSE", "MAXPOOL", "AVGPOOL",   "FLATTEN"};
-  return (kind >= 1 && kind <= 7) ? names[kind] : names[0];
+  static const char* names[] = {"?",       "CONV",    "DEPTHWISE", "SEPARABLE", "DENSE",
+                                "MAXPOOL", "AVGPOOL", "FLATTEN",   "ADD"};
+  return (kind >= 1 && kind <= 8) ? names[kind] : names[0];
 }
 
 uint32_t Crc32(const uint8_t* data, size_t n) {
@@ -230,33 +368,26 @@ bool ParseProgram(const uint8_t* data, size_t size, Program* prog, std::string* 
 
 bool ParseProgram(const uint8_t* data, size_t size, const ProgramLimits& limits, Program* prog,
                   std::string* error) {
-  int n_layers = 0;
+  int version = 0, n_layers = 0;
   uint64_t pool_size = 0;
-  if (!ParseFraming(data, size, &n_layers, &pool_size, error)) return false;
+  if (!ParseFraming(data, size, &version, &n_layers, &pool_size, error)) return false;
   if (!ParseInput(data, prog, Fail(error))) return false;
+  prog->version = version;
   const parse::Pool pool{data + kHeaderSize + kInstrSize * n_layers, pool_size};
-  Layer input;  // the image, seen as the output of a layer -1
-  input.out_h = prog->in_h;
-  input.out_w = prog->in_w;
-  input.out_c = prog->in_c;
-  input.out_bits = prog->in_bits;
-  const Layer* prev = &input;
-  int prev_exp = 0;  // unused for layer 0: the image's step is input_scale, not a power of two
   prog->layers.assign(n_layers, Layer());
   std::vector<parse::Instr> instrs(n_layers);
   prog->max_elems = size_t(int64_t(prog->in_h) * prog->in_w * prog->in_c);
   for (int i = 0; i < n_layers; ++i) {
     Layer& L = prog->layers[i];
-    if (!ParseLayer(data + kHeaderSize + kInstrSize * i, i, i == n_layers - 1, *prev, prev_exp, &L,
+    if (!ParseLayer(data + kHeaderSize + kInstrSize * i, i, i == n_layers - 1, version, *prog, &L,
                     &instrs[i], error)) {
       return false;
     }
     int64_t biggest = std::max(L.in_elems, L.out_elems);
     if (L.kind == kSeparable) biggest = std::max<int64_t>(biggest, int64_t(L.out_h) * L.out_w * L.in_c);
     prog->max_elems = std::max<size_t>(prog->max_elems, size_t(biggest));
-    prev = &L;
-    prev_exp = L.out_exp;
   }
+  if (!CheckConsumersAndHold(prog, error)) return false;
   // Whole-program limits from the shapes, before any constant is decoded.
   if (!CheckProgramLimits(prog, limits, error)) return false;
   for (int i = 0; i < n_layers; ++i) {

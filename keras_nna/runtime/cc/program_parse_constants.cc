@@ -158,7 +158,8 @@ bool DecodeWeighted(const Instr& in, const Pool& pool, Layer* L, const Fail& fai
 // output channel; *inner_max: worst |depthwise acc| of SEPARABLE. Sums of
 // |w| <= 127 times codes <= 255 over <= 225 * 65,535 rows stay below 2^43.
 void ScatterRowsAndBounds(Layer* L, std::vector<uint64_t>* acc_max, uint64_t* inner_max) {
-  const uint64_t in_max = (1u << L->in_bits) - 1;
+  // max |input code|: 2^b - 1 unsigned, 2^(b-1) signed (two's complement).
+  const uint64_t in_max = L->in_signed ? (1u << (L->in_bits - 1)) : (1u << L->in_bits) - 1;
   const int taps = L->kh * L->kw;
   acc_max->assign(L->out_c, 0);
   *inner_max = 0;

@@ -135,6 +135,13 @@ bool ParseFlattenGeometry(const Instr& in, Layer* L, const Fail& fail) {
   return CheckOut(*L, 1, 1, int64_t(L->in_h) * L->in_w * L->in_c, fail);
 }
 
+bool ParseAddGeometry(const Instr& in, Layer* L, const Fail& fail) {
+  if (in.kh != 1 || in.kw != 1 || !NoPadsNoStride(*L)) return fail("ADD needs kh=kw=stride=1 and pads 0");
+  if (in.pool_h != 0 || in.pool_w != 0) return fail("pool_h/pool_w: expected 0, got ", in.pool_h, "x", in.pool_w);
+  L->kh = L->kw = 1;
+  return CheckOut(*L, L->in_h, L->in_w, L->in_c, fail);
+}
+
 bool CheckSizeAndWork(Layer* L, const Fail& fail) {
   L->in_elems = int64_t(L->in_h) * L->in_w * L->in_c;
   L->out_elems = int64_t(L->out_h) * L->out_w * L->out_c;
@@ -150,6 +157,7 @@ bool CheckSizeAndWork(Layer* L, const Fail& fail) {
     case kDepthwise: L->dense_macs = positions * L->in_c * L->kh * L->kw; break;
     case kSeparable: L->dense_macs = positions * L->in_c * (int64_t(L->kh) * L->kw + L->out_c); break;
     case kDense: L->dense_macs = int64_t(L->in_c) * L->out_c; break;
+    case kAdd: L->dense_macs = 2 * L->out_elems; break;
     default: L->dense_macs = 0;
   }
   const bool pooling = L->kind == kMaxPool || L->kind == kAvgPool;

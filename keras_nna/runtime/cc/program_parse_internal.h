@@ -56,6 +56,7 @@ bool ParseConvGeometry(const Instr& in, Layer* L, const Fail& fail);     // kind
 bool ParseDenseGeometry(const Instr& in, Layer* L, const Fail& fail);    // kind 4
 bool ParsePoolGeometry(const Instr& in, Layer* L, const Fail& fail);     // kinds 5-6
 bool ParseFlattenGeometry(const Instr& in, Layer* L, const Fail& fail);  // kind 7
+bool ParseAddGeometry(const Instr& in, Layer* L, const Fail& fail);      // kind 8
 
 // Sets in/out elements, dense_macs and the layer's costs in the units of
 // ProgramLimits (work, activation_bytes, constant_bytes); enforces

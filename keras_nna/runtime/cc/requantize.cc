@@ -1,5 +1,7 @@
 // Requantization of kinds 1-4: z = acc * m + n (|z| < 2^53, proven by the
-// parser), then codes clamp((z + 2^(sh-1)) >> sh) or raw floats z * 2^-sh.
+// parser), then codes clamp((z + 2^(sh-1)) >> sh, lo, hi) or raw floats
+// z * 2^-sh; [lo, hi] = [0, 2^b - 1], or [-2^(b-1), 2^(b-1) - 1] stored as
+// int8 bytes when out_signed.
 // The body is compiled twice (baseline and AVX-512, where the compiler
 // vectorises the per-channel 64-bit multiply and variable arithmetic shift);
 // dispatch per layer. The hand-written AVX-512 path for int32 accumulators is
@@ -18,7 +20,9 @@ namespace {
 #define KERAS_NNA_REQUANTIZE_BODY                                                    \
   const int O = L.out_c;                                                             \
   const int64_t positions = int64_t(L.out_h) * L.out_w;                              \
-  const int64_t qmax = (int64_t(1) << L.out_bits) - 1;                               \
+  const int64_t qmin = L.out_signed ? -(int64_t(1) << (L.out_bits - 1)) : 0;          \
+  const int64_t qmax = L.out_signed ? (int64_t(1) << (L.out_bits - 1)) - 1            \
+                                    : (int64_t(1) << L.out_bits) - 1;                 \
   const int32_t* m = L.rq_m.data();                                                  \
   const int64_t* n = L.rq_n.data();                                                  \
   std::vector<int64_t> sh(O), half(O);                                               \
@@ -49,8 +53,8 @@ namespace {
     for (int o = 0; o < O; ++o) {                                                    \
       const int64_t z = int64_t(a[o]) * m[o] + n[o];                                 \
       int64_t v = (z + hp[o]) >> shp[o];                                             \
-      v = v < 0 ? 0 : v > qmax ? qmax : v;                                           \
-      q[o] = uint8_t(v);                                                             \
+      v = v < qmin ? qmin : v > qmax ? qmax : v;                                     \
+      q[o] = uint8_t(v); /* int8 two's complement byte when signed */                \
       events += v != 0;                                                              \
     }                                                                                \
   }                                                                                  \

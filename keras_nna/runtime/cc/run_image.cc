@@ -1,5 +1,8 @@
-// Per-image runner: picks a kernel per layer (mode, input density, CPU),
-// chains activations through the per-thread buffers and records statistics.
+// Per-image runner: picks a kernel per layer (mode, input density, CPU, input
+// signedness), routes activations through the per-thread buffers (two
+// ping-pong buffers, plus the held block for outputs read beyond the next
+// layer) and records statistics. Signed codes are int8 bytes; they run the
+// portable kernels (the AVX-512 VNNI layouts exist only for unsigned inputs).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -32,38 +35,42 @@ bool UseEvent(Mode mode, double density, double threshold) {
   return density < threshold;
 }
 
-// CONV or DENSE into acc; sets *synops.
-template <typename AccT>
-void RunConvOrDense(const Layer& L, const uint8_t* in, double density, Mode mode, Scratch* s,
+// CONV or DENSE into acc; sets *synops. The VNNI calls are reached only with
+// InT = uint8_t (the layouts are never built for signed inputs).
+template <typename AccT, typename InT>
+void RunConvOrDense(const Layer& L, const InT* in, double density, Mode mode, Scratch* s,
                     AccT* acc, int64_t* synops) {
-  const bool vnni = std::is_same<AccT, int32_t>::value && !L.w_vnni.empty();
+  const bool vnni = std::is_same<AccT, int32_t>::value && std::is_same<InT, uint8_t>::value && !L.w_vnni.empty();
+  const uint8_t* in8 = reinterpret_cast<const uint8_t*>(in);  // used only when InT is uint8_t
   int32_t* acc32 = reinterpret_cast<int32_t*>(acc);  // used only when AccT is int32_t
   const bool conv = L.kind == kConv;
   if (UseEvent(mode, density, vnni ? kAutoDensityVnni : kAutoDensityScalar)) {
-    if (vnni) ConvEventVnni(L, in, acc32, synops);
+    if (vnni) ConvEventVnni(L, in8, acc32, synops);
     else if (conv) ConvEvent(L, in, acc, synops);
     else PointwiseEvent(in, 1, L.in_c, L.out_c, L.w.data(), L.row_nnz, acc, synops);
     return;
   }
-  if (vnni) ConvDenseVnni(L, in, acc32, &s->pad);
+  if (vnni) ConvDenseVnni(L, in8, acc32, &s->pad);
   else if (conv) ConvDense(L, in, acc);
   else PointwiseDense(in, 1, L.in_c, L.out_c, L.w.data(), acc);
   if (!conv) *synops = PointwiseSynops(in, 1, L.in_c, L.row_nnz);
-  else if (HaveVnni() && !L.syn_tab.empty()) *synops = TableSynops(L, in);
+  else if (HaveVnni() && !L.syn_tab.empty()) *synops = TableSynops(L, in8);
   else *synops = ConvSynops(L, in);
 }
 
 // DEPTHWISE or SEPARABLE into acc; sets *synops (both stages).
-template <typename AccT>
-void RunDepthwise(const Layer& L, const uint8_t* in, double density, Mode mode, Scratch* s,
+template <typename AccT, typename InT>
+void RunDepthwise(const Layer& L, const InT* in, double density, Mode mode, Scratch* s,
                   AccT* acc, int64_t* synops) {
   const bool sep = L.kind == kSeparable;
-  const bool vnni = std::is_same<AccT, int32_t>::value && (sep ? !L.w2_vnni.empty() : !L.w_dw32.empty());
+  const bool vnni = std::is_same<AccT, int32_t>::value && std::is_same<InT, uint8_t>::value &&
+                    (sep ? !L.w2_vnni.empty() : !L.w_dw32.empty());
   const bool event = UseEvent(mode, density, vnni ? kAutoDensityDepthwiseVnni : kAutoDensityDepthwise);
   if (!event && vnni) {
     int32_t* acc32 = reinterpret_cast<int32_t*>(acc);
-    if (sep) SeparableDenseVnni(L, in, acc32, &s->pad, &s->dw16, synops);
-    else DepthwiseDenseVnni(L, in, acc32, &s->pad, synops);
+    const uint8_t* in8 = reinterpret_cast<const uint8_t*>(in);
+    if (sep) SeparableDenseVnni(L, in8, acc32, &s->pad, &s->dw16, synops);
+    else DepthwiseDenseVnni(L, in8, acc32, &s->pad, synops);
     return;
   }
   AccT* dw = sep ? reinterpret_cast<AccT*>(s->acc2.data()) : acc;
@@ -87,13 +94,22 @@ void RunDepthwise(const Layer& L, const uint8_t* in, double density, Mode mode, 
   *synops += syn2;
 }
 
-template <typename AccT>
-int64_t RunWeighted(const Layer& L, const uint8_t* in, double density, Mode mode, Scratch* s,
+template <typename AccT, typename InT>
+int64_t RunWeighted(const Layer& L, const InT* in, double density, Mode mode, Scratch* s,
                     uint8_t* codes, float* raw, int64_t* synops) {
   AccT* acc = reinterpret_cast<AccT*>(s->acc.data());
   if (L.kind == kConv || L.kind == kDense) RunConvOrDense(L, in, density, mode, s, acc, synops);
   else RunDepthwise(L, in, density, mode, s, acc, synops);
   return Requantize(L, acc, codes, raw);
+}
+
+template <typename AccT>
+int64_t RunWeightedAnySign(const Layer& L, const uint8_t* in, double density, Mode mode, Scratch* s,
+                           uint8_t* codes, float* raw, int64_t* synops) {
+  if (L.in_signed) {
+    return RunWeighted<AccT>(L, reinterpret_cast<const int8_t*>(in), density, mode, s, codes, raw, synops);
+  }
+  return RunWeighted<AccT>(L, in, density, mode, s, codes, raw, synops);
 }
 
 }  // namespace
@@ -102,43 +118,69 @@ void RunImage(const Program& P, const uint8_t* image, Mode mode, float* out, int
   for (auto& a : s->act) if (a.size() < P.max_elems) a.resize(P.max_elems);
   if (s->acc.size() < P.max_elems) s->acc.resize(P.max_elems);
   if (s->acc2.size() < P.max_elems) s->acc2.resize(P.max_elems);
-  const uint8_t* cur = image;
+  if (s->held.size() < size_t(P.held_bytes)) s->held.resize(size_t(P.held_bytes));
   const int n = int(P.layers.size());
-  int64_t events_out = 0;
+  // outs[j]: the tensor of producer j (0 = the image, j >= 1 = layer j-1's
+  // output); nz[j]: its non-zero codes (the image's counted on first use).
+  s->outs.assign(size_t(n) + 1, nullptr);
+  s->nz.assign(size_t(n) + 1, -1);
+  s->outs[0] = image;
+  const uint8_t* cur = image;
   for (int i = 0; i < n; ++i) {
     const Layer& L = P.layers[i];
     int64_t* st = stats + int64_t(i) * kNumStats;
-    uint8_t* dst = s->act[i & 1].data();
-    // The previous layer wrote codes and counted their non-zeros.
-    const int64_t ev = i == 0 ? CountNonZero(cur, L.in_elems) : events_out;
-    st[kEventsIn] = ev;
+    // Ping-pong: layer i's src is layer i-1 (the other buffer), the image or
+    // a held output, so dst never aliases an input.
+    uint8_t* dst = L.held_off >= 0 ? s->held.data() + L.held_off : s->act[i & 1].data();
+    const uint8_t* in = s->outs[L.src];
+    if (s->nz[L.src] < 0) s->nz[L.src] = CountNonZero(in, L.in_elems);  // only the image
+    const int64_t ev = s->nz[L.src];
     st[kDenseMacs] = L.dense_macs;
     st[kWeightBytes] = L.weight_bytes;
-    st[kActBytesIn] = std::min((L.in_elems * L.in_bits + 7) / 8, (ev * (L.in_bits + 16) + 7) / 8);
-    const double density = L.in_elems ? double(ev) / double(L.in_elems) : 0.0;
     float* raw = (L.raw && i == n - 1) ? out : nullptr;
-    int64_t syn = 0;
-    switch (L.kind) {
-      case kConv: case kDepthwise: case kSeparable: case kDense:
-        events_out = L.acc_wide ? RunWeighted<int64_t>(L, cur, density, mode, s, dst, raw, &syn)
-                                : RunWeighted<int32_t>(L, cur, density, mode, s, dst, raw, &syn);
-        break;
-      case kMaxPool: case kAvgPool:
-        events_out = Pool(L, cur, dst, &syn);
-        break;
-      default:  // kFlatten
-        std::memcpy(dst, cur, size_t(L.in_elems));
-        events_out = ev;
-        break;
+    int64_t syn = 0, events_out = 0;
+    if (L.kind == kAdd) {
+      const uint8_t* in2 = s->outs[L.src2];
+      if (s->nz[L.src2] < 0) s->nz[L.src2] = CountNonZero(in2, L.in_elems);
+      const int64_t ev2 = s->nz[L.src2];
+      st[kEventsIn] = ev + ev2;
+      st[kActBytesIn] = std::min((L.in_elems * L.in_bits + 7) / 8 + (L.in_elems * L.in2_bits + 7) / 8,
+                                 (ev * (L.in_bits + 16) + ev2 * (L.in2_bits + 16) + 7) / 8);
+      syn = ev + ev2;  // one addition per input event
+      events_out = Add(L, in, in2, dst);
+    } else {
+      st[kEventsIn] = ev;
+      st[kActBytesIn] = std::min((L.in_elems * L.in_bits + 7) / 8, (ev * (L.in_bits + 16) + 7) / 8);
+      const double density = L.in_elems ? double(ev) / double(L.in_elems) : 0.0;
+      switch (L.kind) {
+        case kConv: case kDepthwise: case kSeparable: case kDense:
+          events_out = L.acc_wide ? RunWeightedAnySign<int64_t>(L, in, density, mode, s, dst, raw, &syn)
+                                  : RunWeightedAnySign<int32_t>(L, in, density, mode, s, dst, raw, &syn);
+          break;
+        case kMaxPool: case kAvgPool:  // unsigned inputs only (parser)
+          events_out = Pool(L, in, dst, &syn);
+          break;
+        default:  // kFlatten: same bytes, signed or not
+          std::memcpy(dst, in, size_t(L.in_elems));
+          events_out = ev;
+          break;
+      }
     }
     st[kSynops] = syn;
     st[kEventsOut] = events_out;
+    s->outs[i + 1] = dst;
+    s->nz[i + 1] = events_out;
     cur = dst;
   }
   const Layer& last = P.layers.back();
   if (!last.raw) {
     const double step = std::ldexp(1.0, -last.out_exp);  // q * step is exact in double
-    for (int64_t k = 0; k < last.out_elems; ++k) out[k] = float(double(cur[k]) * step);
+    if (last.out_signed) {
+      const int8_t* q = reinterpret_cast<const int8_t*>(cur);
+      for (int64_t k = 0; k < last.out_elems; ++k) out[k] = float(double(q[k]) * step);
+    } else {
+      for (int64_t k = 0; k < last.out_elems; ++k) out[k] = float(double(cur[k]) * step);
+    }
   }
 }
 

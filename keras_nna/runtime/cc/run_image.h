@@ -20,7 +20,10 @@ enum class Mode { kAuto, kEvent, kDense };
 
 // Per-thread work buffers, sized on first use and reused across images.
 struct Scratch {
-  std::vector<uint8_t> act[2];
+  std::vector<uint8_t> act[2];     // ping-pong code buffers
+  std::vector<uint8_t> held;       // outputs read beyond the next layer (Layer::held_off)
+  std::vector<const uint8_t*> outs;  // per producer (0 = image): its codes, this image
+  std::vector<int64_t> nz;         // per producer: its non-zero codes (-1: not counted)
   std::vector<int64_t> acc, acc2;  // int32 accumulators use the same storage
   std::vector<uint8_t> pad;        // SIMD dense path: zero-padded input
   std::vector<int16_t> dw16;       // SIMD SEPARABLE: depthwise stage output
