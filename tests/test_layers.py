@@ -10,10 +10,11 @@ registered with Keras under the "keras_nna" package without a case here.
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_nna  # noqa: F401  (registers every object with Keras)
 from keras_nna.distillation import Distiller
-from keras_nna.quantization import QuantizationPolicy, QuantizeWrapper
+from keras_nna.quantization import QuantizationPolicy, QuantizedAdd, QuantizeWrapper
 from keras_nna.quantization.pooling import (QuantizedAveragePooling2D,
                                             QuantizedGlobalAveragePooling2D)
 from keras_nna.sparsity import ActivityRegularizer, ConstantSparsity, PolynomialDecay
@@ -46,6 +47,9 @@ LAYERS = {
         keras.layers.SeparableConv2D(5, 3, padding="valid", activation="relu")), (6, 5, 2), {}),
     "QuantizeWrapper-dense-logits": (lambda: QuantizeWrapper(keras.layers.Dense(3)), (6,),
                                      {"expected_output_shape": (3,)}),
+    "QuantizeWrapper-signed": (lambda: QuantizeWrapper(
+        keras.layers.Conv2D(3, 3, padding="same", name="c"), policy=POLICY,
+        batch_norm=keras.layers.BatchNormalization(), signed=True), (5, 5, 2), {}),
     "QuantizeWrapper-first-layer": (lambda: QuantizeWrapper(
         keras.layers.Conv2D(2, 3), first_layer=True, input_scale=1 / 255, activation="relu"),
         (5, 5, 1), {"input_data": "pixels"}),
@@ -72,6 +76,35 @@ LAYERS = {
 @pytest.mark.parametrize("make, input_shape, kwargs", LAYERS.values(), ids=list(LAYERS))
 def test_layer(make, input_shape, kwargs):
     run_layer_test(make(), input_shape, **kwargs)
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["signed", "relu"])
+def test_quantized_add(relu):
+    """QuantizedAdd takes two tensors: call, gradient, config and .keras round trips by hand."""
+    rng = np.random.default_rng(0)
+    x = [rng.uniform(-2, 2, (4, 3, 3, 2)).astype("float32") for _ in range(2)]
+    inputs = [keras.Input((3, 3, 2)), keras.Input((3, 3, 2))]
+    layer = QuantizedAdd(bits=4, step=0.25 if relu else 0.5, relu=relu, name="add")
+    model = keras.Model(inputs, layer(inputs))
+    eager = layer(x, training=False).numpy()
+    assert model.outputs[0].shape[1:] == eager.shape[1:] == (3, 3, 2)
+    codes = eager / layer.step
+    np.testing.assert_array_equal(codes, np.round(codes))
+    lo, hi = (0, 15) if relu else (-8, 7)
+    assert lo <= codes.min() and codes.max() <= hi
+    xt = [tf.constant(v) for v in x]
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        y = tf.reduce_sum(model(xt, training=True))
+    grads = tape.gradient(y, xt)
+    total = x[0] + x[1]
+    inside = (total > (0 if relu else -4)) & (total < (3.75 if relu else 3.5))
+    for g in grads:
+        np.testing.assert_array_equal(g.numpy(), inside.astype("float32"))
+    clone = config_round_trip(layer)
+    assert (clone.bits, clone.step, clone.relu, clone.signed) == (4, layer.step, relu, not relu)
+    np.testing.assert_array_equal(clone(x, training=False).numpy(), eager)
+    keras_file_round_trip(model, x)
 
 
 def _same_schedule(a, b):
@@ -125,7 +158,7 @@ def test_distiller_fit_step_and_round_trips():
     assert isinstance(loaded, Distiller) and not loaded.teacher.trainable
 
 
-COVERED = {"QuantizeWrapper", "QuantizedGlobalAveragePooling2D", "QuantizedAveragePooling2D",
+COVERED = {"QuantizeWrapper", "QuantizedAdd", "QuantizedGlobalAveragePooling2D", "QuantizedAveragePooling2D",
            "EmulatorLayer", "Distiller", *OBJECTS}
 
 

@@ -2,8 +2,9 @@
 
 The integer semantics are written down in `docs/quantization.md`. In short:
 4-bit signed per-channel weights (8-bit in the first layer), 4-bit unsigned
-activations on a power-of-two step, BatchNorm folded into a 15-bit
-fixed-point multiplier per channel. Typical use::
+activations on a power-of-two step (signed codes for linear hidden outputs),
+BatchNorm folded into a 15-bit fixed-point multiplier per channel, residual
+Adds re-quantized exactly (`QuantizedAdd`). Typical use::
 
     from keras_nna.quantization import QuantizationPolicy, quantize_model
 
@@ -13,6 +14,7 @@ fixed-point multiplier per channel. Typical use::
     qmodel.predict(x)        # exact integer inference, equal to the exported program
 """
 
+from keras_nna.quantization.add import QuantizedAdd
 from keras_nna.quantization.checks import check_not_keras_quantized
 from keras_nna.quantization.layer_kinds import applies_relu, is_relu, layer_kind, unwrap
 from keras_nna.quantization.policy import QuantizationPolicy
@@ -22,6 +24,7 @@ from keras_nna.quantization.pooling import (
 )
 from keras_nna.quantization.progressive import ProgressiveQuantization
 from keras_nna.quantization.quantizers import (
+    activation_range,
     activation_step,
     fake_quantize_activations,
     fake_quantize_weights,
@@ -34,8 +37,10 @@ __all__ = [
     "ProgressiveQuantization",
     "QuantizationPolicy",
     "QuantizeWrapper",
+    "QuantizedAdd",
     "QuantizedAveragePooling2D",
     "QuantizedGlobalAveragePooling2D",
+    "activation_range",
     "activation_step",
     "applies_relu",
     "check_not_keras_quantized",

@@ -22,6 +22,7 @@ imports only `keras`, so any module can import it.
 | `"padding"` | `ZeroPadding1D/2D`, `Cropping2D` |
 | `"upsampling"` | `UpSampling2D` |
 | `"rescaling"` | `Rescaling` |
+| `"add"` | `Add` (and keras_nna's `QuantizedAdd`) |
 | `"passthrough"` | `InputLayer`, `Dropout` (and spatial dropouts), `Identity`, `Activation("linear")` |
 
 Subclasses get their parent's kind; anything else is `None`. Wrappers
@@ -76,13 +77,14 @@ _TABLE = [
     ("padding", (_L.ZeroPadding1D, _L.ZeroPadding2D, _L.Cropping2D)),
     ("upsampling", (_L.UpSampling2D,)),
     ("rescaling", (_L.Rescaling,)),
+    ("add", (_L.Add,)),
     ("passthrough", (_L.InputLayer, _L.Dropout, _L.Identity)),
     ("activation", (_L.LeakyReLU,)),
 ]
 
 KINDS = ("conv", "depthwise", "separable", "dense", "batchnorm", "relu", "activation", "maxpool",
          "avgpool", "global_avgpool", "global_maxpool", "flatten", "reshape", "padding",
-         "upsampling", "rescaling", "passthrough")
+         "upsampling", "rescaling", "passthrough", "add")
 """Every kind `layer_kind` returns (besides `None`)."""
 
 WEIGHTED_KINDS = ("conv", "depthwise", "separable", "dense")
@@ -165,7 +167,7 @@ def layer_kind(layer):
 
     Example:
 
-    >>> layer_kind(keras.layers.SeparableConv2D(4, 3)), layer_kind(keras.layers.Add())
+    >>> layer_kind(keras.layers.SeparableConv2D(4, 3)), layer_kind(keras.layers.Multiply())
     ('separable', None)
     """
     kind = _activation_kind(layer)

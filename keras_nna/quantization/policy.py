@@ -103,25 +103,39 @@ class QuantizationPolicy:
                 _check_activation_max(spec["activation_max"], name)
             self.overrides[str(name)] = {k: spec[k] for k in _OVERRIDE_KEYS if k in spec}
 
-    def resolve(self, name, first_layer=False):
+    def resolve(self, name, first_layer=False, signed=False):
         """Returns the quantization settings of one layer.
 
         Args:
             name: The layer name (overrides are looked up by name).
             first_layer: Whether the layer consumes the model input.
                 Defaults to `False`.
+            signed: Whether the layer outputs signed codes (no ReLU, not a
+                model output): the step then follows the signed rule of
+                `activation_step`. Defaults to `False`.
 
         Returns:
             A dict with `weight_bits`, `activation_bits` and `activation_step`.
+
+        Raises:
+            ValueError: If `signed` and the layer's activation bits are 1
+                (signed codes need at least 2 bits).
+
+        Example:
+
+        >>> QuantizationPolicy().resolve("add", signed=True)["activation_step"]
+        0.5
         """
         spec = self.overrides.get(name, {})
         default_w = self.first_layer_weight_bits if first_layer else self.weight_bits
         bits = int(spec.get("activation_bits", self.activation_bits))
         amax = float(spec.get("activation_max", self.activation_max))
+        if signed:
+            check_bits(bits, "signed_activation", name)
         return {
             "weight_bits": int(spec.get("weight_bits", default_w)),
             "activation_bits": bits,
-            "activation_step": activation_step(bits, amax),
+            "activation_step": activation_step(bits, amax, signed=signed),
         }
 
     def activation_top(self, name):

@@ -21,11 +21,11 @@ Example:
 import keras
 import tensorflow as tf
 
-from keras_nna._checks import check_number
 from keras_nna.quantization.layer_kinds import register_kind
 from keras_nna.quantization.quantizers import (
     activation_qmax,
     check_bits,
+    check_step,
     fake_quantize_activations,
     reciprocal_multiplier,
 )
@@ -33,25 +33,12 @@ from keras_nna.quantization.quantizers import (
 __all__ = ["QuantizedAveragePooling2D", "QuantizedGlobalAveragePooling2D"]
 
 
-def _check_step(step):
-    step = check_number("step", step, low=0.0, low_open=True,
-                        fix="Pass a positive power of two, e.g. step=0.25.")
-    mant = step
-    while mant >= 2.0:
-        mant /= 2.0
-    while mant < 1.0:
-        mant *= 2.0
-    if mant != 1.0:
-        raise ValueError(f"step must be a power of two (e.g. 0.25), received {step!r}.")
-    return float(step)
-
-
 class _QuantizedMean:
     """Shared exact requantization of a window sum (mixin)."""
 
     def _init_quant(self, bits, step):
         self.bits = check_bits(bits, "activation", getattr(self, "name", None))
-        self.step = _check_step(step)
+        self.step = check_step(step, getattr(self, "name", None))
 
     def _requantize(self, window_sum, count, training):
         if training:

@@ -14,7 +14,9 @@ Two families live here, both pure TensorFlow so they run eagerly, in
   for bit.
 
 Weights are signed, symmetric and per output channel (narrow range: 4 bits
-gives codes -7..7); activations are unsigned codes on a power-of-two step.
+gives codes -7..7); activations are unsigned codes (ReLU outputs) or signed
+two's complement codes (linear hidden outputs, `signed=True`) on a
+power-of-two step.
 
 Example:
 
@@ -22,8 +24,8 @@ Example:
 >>> codes, scale = quantize_weights(np.array([[0.7, -0.1], [-0.35, 0.05]], "float32"), bits=4)
 >>> codes.numpy().tolist()
 [[7.0, -7.0], [-4.0, 4.0]]
->>> activation_step(4, activation_max=4.0)
-0.25
+>>> activation_step(4, activation_max=4.0), activation_step(4, activation_max=4.0, signed=True)
+(0.25, 0.5)
 """
 
 import math
@@ -35,8 +37,10 @@ from keras_nna._checks import check_number
 
 __all__ = [
     "check_bits",
+    "check_step",
     "weight_qmax",
     "activation_qmax",
+    "activation_range",
     "activation_step",
     "quantize_weights",
     "fake_quantize_weights",
@@ -50,7 +54,8 @@ __all__ = [
 MANTISSA_BITS = 15
 """Requantization multipliers have ``MANTISSA_BITS`` significant bits."""
 
-_BIT_RANGES = {"weight": (2, 8), "activation": (1, 8), "input": (8, 8)}
+_BIT_RANGES = {"weight": (2, 8), "activation": (1, 8), "signed_activation": (2, 8),
+               "input": (8, 8)}
 
 
 def check_bits(bits, kind, name=None, arg=None):
@@ -58,7 +63,8 @@ def check_bits(bits, kind, name=None, arg=None):
 
     Args:
         bits: The requested number of bits.
-        kind: One of `"weight"` (2–8), `"activation"` (1–8) or `"input"` (8).
+        kind: One of `"weight"` (2–8), `"activation"` (1–8),
+            `"signed_activation"` (2–8, signed codes) or `"input"` (8).
         name: Optional layer name, used in the error message.
         arg: Optional argument name (e.g. `"first_layer_weight_bits"`), used
             in the error message. Defaults to `None` (``f"{kind}_bits"``).
@@ -76,7 +82,9 @@ def check_bits(bits, kind, name=None, arg=None):
     """
     low, high = _BIT_RANGES[kind]
     where = f" for layer '{name}'" if name else ""
-    arg = arg or f"{kind}_bits"
+    arg = arg or ("activation_bits" if kind == "signed_activation" else f"{kind}_bits")
+    if kind == "signed_activation":
+        where += " (signed codes need a sign bit)"
     if (isinstance(bits, (bool, np.bool_)) or not isinstance(bits, (int, np.integer))
             or not low <= bits <= high):
         raise ValueError(
@@ -84,6 +92,34 @@ def check_bits(bits, kind, name=None, arg=None):
             f"received {bits!r}. Set a supported width in the QuantizationPolicy."
         )
     return int(bits)
+
+
+def check_step(step, name=None):
+    """Validates an activation step (a positive power of two) and returns it as a float.
+
+    Args:
+        step: The step.
+        name: Optional layer name, used in the error message.
+
+    Returns:
+        `step` as a Python float.
+
+    Raises:
+        ValueError: If `step` is not a positive power of two.
+        TypeError: If `step` is not a number.
+
+    Example:
+
+    >>> check_step(0.25)
+    0.25
+    """
+    where = f" of layer '{name}'" if name else ""
+    step = check_number("step", step, low=0.0, low_open=True,
+                        fix=f"Pass a positive power of two{where}, e.g. step=0.25.")
+    if math.frexp(step)[0] != 0.5:
+        raise ValueError(f"step{where} must be a power of two (e.g. 0.25), received {step!r}. "
+                         "Use activation_step(bits, activation_max) to get one.")
+    return float(step)
 
 
 def weight_qmax(bits):
@@ -96,16 +132,36 @@ def activation_qmax(bits):
     return 2 ** int(bits) - 1
 
 
-def activation_step(bits, activation_max=4.0):
+def activation_range(bits, signed=False):
+    """Smallest and largest activation code: ``(0, 2**b - 1)`` or ``(-2**(b-1), 2**(b-1) - 1)``.
+
+    Example:
+
+    >>> activation_range(4), activation_range(4, signed=True)
+    ((0, 15), (-8, 7))
+    """
+    bits = int(bits)
+    if signed:
+        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return 0, activation_qmax(bits)
+
+
+def activation_step(bits, activation_max=4.0, signed=False):
     """Returns the power-of-two activation step for `bits` and a target range.
 
-    The step is ``2 ** round(log2(activation_max / (2**bits - 1)))``, so the
-    codes ``0 .. 2**bits - 1`` cover roughly ``[0, activation_max]``.
+    Unsigned (ReLU) codes: ``2 ** round(log2(activation_max / (2**bits - 1)))``,
+    so the codes ``0 .. 2**bits - 1`` cover roughly ``[0, activation_max]``.
+    Signed codes: ``2 ** round(log2(activation_max / 2**(bits - 1)))``, so
+    the codes ``-2**(bits-1) .. 2**(bits-1) - 1`` cover roughly
+    ``[-activation_max, activation_max)``. The exponent is rounded half to
+    even (Python's `round`).
 
     Args:
-        bits: Activation bits (1–8).
+        bits: Activation bits (1–8; 2–8 when `signed`).
         activation_max: Approximate largest representable activation.
             Defaults to `4.0`.
+        signed: Whether the codes are signed (a linear hidden output or a
+            residual Add without ReLU). Defaults to `False`.
 
     Returns:
         The step as a Python float (an exact power of two).
@@ -114,10 +170,13 @@ def activation_step(bits, activation_max=4.0):
 
     >>> [activation_step(b) for b in (1, 2, 4, 8)]
     [4.0, 1.0, 0.25, 0.015625]
+    >>> [activation_step(b, signed=True) for b in (2, 4, 8)]
+    [2.0, 0.5, 0.03125]
     """
     activation_max = check_number("activation_max", activation_max, low=0.0, low_open=True,
                                   fix="Pass e.g. activation_max=4.0.")
-    return float(2.0 ** round(math.log2(activation_max / activation_qmax(bits))))
+    levels = 2 ** (int(bits) - 1) if signed else activation_qmax(bits)
+    return float(2.0 ** round(math.log2(activation_max / levels)))
 
 
 def _channel_axes(rank, channel_axes):
@@ -174,28 +233,33 @@ def fake_quantize_weights(w, bits, channel_axes=(-1,), progress=None):
     return w + tf.stop_gradient(wq - w)
 
 
-def fake_quantize_activations(x, bits, step):
-    """ReLU + fake quantization to unsigned codes on a power-of-two grid.
+def fake_quantize_activations(x, bits, step, signed=False):
+    """Fake quantization to unsigned (ReLU) or signed codes on a power-of-two grid.
 
-    Forward: ``clip(round(x / step), 0, 2**bits - 1) * step``. Backward: the
-    gradient is 1 where ``0 < x < (2**bits - 1) * step`` and 0 outside.
+    Forward: ``clip(floor(x / step + 0.5), lo, hi) * step`` with ``(lo, hi) =
+    activation_range(bits, signed)`` (unsigned: the clip at 0 is the ReLU).
+    Backward: the gradient is 1 where ``lo * step < x < hi * step`` and 0
+    outside (straight-through estimator).
 
     Args:
         x: Pre-activation tensor.
-        bits: Activation bits (1–8).
+        bits: Activation bits (1–8; 2–8 when `signed`).
         step: Grid step (a power of two).
+        signed: Signed codes (no ReLU). Defaults to `False`.
 
     Returns:
         The fake-quantized activation.
 
     Example:
 
-    >>> x = tf.constant([-1.0, 0.1, 0.125, 0.13, 2.0, 9.0])
+    >>> x = tf.constant([-9.0, -1.0, 0.1, 0.125, 0.13, 2.0, 9.0])
     >>> fake_quantize_activations(x, 4, 0.25).numpy().tolist()
-    [0.0, 0.0, 0.25, 0.25, 2.0, 3.75]
+    [0.0, 0.0, 0.0, 0.25, 0.25, 2.0, 3.75]
+    >>> fake_quantize_activations(x, 4, 0.5, signed=True).numpy().tolist()
+    [-4.0, -1.0, 0.0, 0.0, 0.0, 2.0, 3.5]
     """
-    top = activation_qmax(bits) * step
-    clipped = tf.clip_by_value(x, 0.0, top)
+    lo, hi = activation_range(bits, signed)
+    clipped = tf.clip_by_value(x, lo * step, hi * step)
     q = tf.floor(clipped / step + 0.5) * step
     return clipped + tf.stop_gradient(q - clipped)
 

@@ -7,8 +7,9 @@ it (`quantize_model` fuses them for you). It has two faces:
 * **Training** (`training=True`): the kernel is fake-quantized to
   `weight_bits` with a straight-through gradient, BatchNorm runs with batch
   statistics, and the ReLU output is fake-quantized to `activation_bits`
-  unsigned codes on a power-of-two step. This is as cheap as the float layer
-  plus a few element-wise ops.
+  unsigned codes on a power-of-two step (a `signed=True` output, a linear
+  hidden block, to signed codes). This is as cheap as the float layer plus a
+  few element-wise ops.
 * **Inference** (`training=False`, i.e. `predict`/`evaluate`): the layer
   computes the integer semantics of `docs/quantization.md` exactly — integer
   kernel codes, an exact float64 accumulator, BatchNorm folded into a 15-bit
@@ -38,40 +39,25 @@ from keras_nna.quantization.checks import (
     float32_dtype,
     refuse_keras_quantize,
 )
-from keras_nna.quantization.policy import QuantizationPolicy
-from keras_nna.quantization.quantizers import (
-    activation_qmax,
-    dyadic,
-    exp2,
-    fake_quantize_activations,
-    fake_quantize_weights,
-    quantize_weights,
+from keras_nna.quantization.kernels import (
+    apply_kernels,
+    batch_norm_in_sync,
+    fake_kernels,
+    quantized_kernels,
 )
+from keras_nna.quantization.policy import QuantizationPolicy
+from keras_nna.quantization.quantizers import activation_range, dyadic, exp2, fake_quantize_activations
 
 __all__ = ["QuantizeWrapper", "SUPPORTED_LAYERS", "is_quantize_wrapper"]
-
-def _batch_norm_in_sync(bn, y):
-    """Training-mode BatchNorm, moments all-reduced across replicas (docs/distributed.md).
-
-    Per-replica moving statistics drift apart; export reads replica 0's.
-    """
-    strategy = tf.distribute.get_strategy()
-    if strategy.num_replicas_in_sync == 1 or bn.synchronized:
-        return bn(y, training=True)
-    bn.synchronized = True
-    try:
-        return bn(y, training=True)
-    finally:
-        bn.synchronized = False
-
 
 def is_quantize_wrapper(layer):
     """Whether `layer` is a `QuantizeWrapper` (the contract sparsity/ and export/ rely on).
 
     A `QuantizeWrapper` exposes `layer` (the float layer), `batch_norm` (the
     fused `BatchNormalization` or `None`), `activation` (`"relu"` or `None`),
-    `weight_bits`, `activation_bits` and `activation_step` (`None` without
-    activation); its output already lies on its activation grid.
+    `signed` (signed codes, no ReLU), `weight_bits`, `activation_bits` and
+    `activation_step` (`None` for a raw output); its output already lies on
+    its activation grid.
 
     Example:
 
@@ -79,17 +65,6 @@ def is_quantize_wrapper(layer):
     (True, False)
     """
     return isinstance(layer, QuantizeWrapper)
-
-
-def _live_scale(depthwise_kernel, scale):
-    """Depthwise scales with dead (all-zero, e.g. pruned) channels set to 0.
-
-    A dead channel's codes are 0 whatever its scale; folding the placeholder
-    scale 1 into the pointwise kernel would let that unused row dominate the
-    pointwise quantization range of every output channel.
-    """
-    alive = tf.reduce_max(tf.abs(depthwise_kernel), axis=(0, 1), keepdims=True) > 0
-    return tf.where(alive, scale, tf.zeros_like(scale))
 
 
 @keras.saving.register_keras_serializable(package="keras_nna")
@@ -106,6 +81,10 @@ class QuantizeWrapper(keras.layers.Wrapper):
         activation: `"relu"` to quantize the (ReLU) output to unsigned codes,
             `None` for a raw output layer (logits). A wrapped layer whose own
             activation is `"relu"` implies `"relu"`. Defaults to `None`.
+        signed: With `activation=None`, quantize the output to signed codes
+            ``-2**(b-1) .. 2**(b-1) - 1`` on the policy's signed step (a
+            linear hidden block, e.g. before a residual Add) instead of a raw
+            output. Defaults to `False`.
         first_layer: Whether the layer consumes the model input (uint8
             pixels): it then gets the policy's first-layer weight bits and
             rounds/clips its input to 0–255 at inference. Defaults to `False`.
@@ -118,8 +97,9 @@ class QuantizeWrapper(keras.layers.Wrapper):
 
     Raises:
         TypeError: If `layer` is not a Keras 3 layer (e.g. a tf_keras one).
-        ValueError: If the layer or its configuration is not supported, a
-            `dtype` other than float32 is passed, or Keras' own quantization
+        ValueError: If the layer or its configuration is not supported,
+            `signed=True` with a ReLU or 1 activation bit, a `dtype` other
+            than float32 is passed, or Keras' own quantization
             (`model.quantize("int8")`) was applied to the layer. The wrapped
             layer refuses `Model.quantize` with a `ValueError`.
 
@@ -133,6 +113,12 @@ class QuantizeWrapper(keras.layers.Wrapper):
     (TensorShape([1, 2, 2, 2]), 8, 4, 0.25)
     >>> layer.integer_summary()["kernel"].shape
     (3, 3, 1, 2)
+    >>> linear = QuantizeWrapper(keras.layers.Dense(2), signed=True)
+    >>> codes = linear(np.full((1, 3), -9.0, "float32"), training=False) / linear.activation_step
+    >>> linear.activation_bits, linear.activation_step, linear.integer_summary()["signed"]
+    (4, 0.5, True)
+    >>> bool(np.all((codes >= -8) & (codes <= 7)))
+    True
     """
 
     def __init__(
@@ -143,6 +129,7 @@ class QuantizeWrapper(keras.layers.Wrapper):
         activation=None,
         first_layer=False,
         input_scale=1.0,
+        signed=False,
         **kwargs,
     ):
         kind = check_layer(layer)
@@ -188,16 +175,23 @@ class QuantizeWrapper(keras.layers.Wrapper):
                     "quantizes conv → BatchNorm → ReLU. Move the activation after the BatchNorm."
                 )
             activation = "relu"
+        if signed and activation:
+            raise ValueError(
+                f"QuantizeWrapper '{kwargs['name']}': signed=True means a linear output (signed "
+                "codes), but the block applies ReLU. Pass signed=False for a ReLU output, or "
+                "remove the ReLU for signed codes.")
         self.activation = activation
+        self.signed = bool(signed)
         self.kind = kind
         self.first_layer = bool(first_layer)
         self.input_scale = check_number(
             "input_scale", input_scale, low=0.0, low_open=True,
             fix="Pass the real value of one input unit, e.g. input_scale=1/255.")
-        spec = self.policy.resolve(layer.name, first_layer=self.first_layer)
+        spec = self.policy.resolve(layer.name, first_layer=self.first_layer, signed=self.signed)
+        coded = bool(activation) or self.signed
         self.weight_bits = spec["weight_bits"]
-        self.activation_bits = spec["activation_bits"] if activation else None
-        self.activation_step = spec["activation_step"] if activation else None
+        self.activation_bits = spec["activation_bits"] if coded else None
+        self.activation_step = spec["activation_step"] if coded else None
 
     # ------------------------------------------------------------------ build
     def build(self, input_shape):
@@ -235,46 +229,12 @@ class QuantizeWrapper(keras.layers.Wrapper):
             pointwise kernel of a separable layer (else `None`); `scale` has
             one entry per output channel.
         """
-        k1, k2 = (None if k is None else tf.cast(k, tf.float64) for k in self._kernels())
-        bits = self.weight_bits
-        if self.kind == "separable":
-            d_codes, s_d = quantize_weights(k1, bits, channel_axes=(2, 3))
-            pw_eff = k2 * tf.reshape(_live_scale(k1, s_d), (1, 1, -1, 1))
-            p_codes, s_p = quantize_weights(pw_eff, bits)
-            return d_codes, p_codes, tf.reshape(s_p, (-1,))
-        axes = (2, 3) if self.kind == "depthwise" else (-1,)
-        codes, scale = quantize_weights(k1, bits, channel_axes=axes)
-        return codes, None, tf.reshape(scale, (-1,))
-
-    def _fake_kernels(self):
-        k1, k2 = self._kernels()
-        bits, progress = self.weight_bits, self.progress
-        if self.kind == "separable":
-            _, s_d = quantize_weights(k1, bits, channel_axes=(2, 3))
-            s_d = tf.stop_gradient(s_d)
-            norm = k1 / s_d
-            rounded = tf.round(norm)
-            if progress is not None:
-                keep = tf.random.uniform(tf.shape(norm)) < progress
-                rounded = tf.where(keep, rounded, norm)
-            d = norm + tf.stop_gradient(rounded - norm)
-            p = fake_quantize_weights(k2 * tf.reshape(_live_scale(k1, s_d), (1, 1, -1, 1)), bits,
-                                      progress=progress)
-            return d, p
-        axes = (2, 3) if self.kind == "depthwise" else (-1,)
-        return fake_quantize_weights(k1, bits, channel_axes=axes, progress=progress), None
+        return quantized_kernels(self.kind, *self._kernels(), self.weight_bits)
 
     def _apply(self, x, k1, k2):
-        cfg = self.layer
         if self.kind == "dense":
-            return keras.ops.matmul(x, k1)
-        strides = (1, *cfg.strides, 1)
-        padding = cfg.padding.upper()
-        if self.kind == "conv":
-            return tf.nn.conv2d(x, k1, strides, padding)
-        if self.kind == "depthwise":
-            return tf.nn.depthwise_conv2d(x, k1, strides, padding)
-        return tf.nn.separable_conv2d(x, k1, k2, strides, padding)
+            return apply_kernels("dense", x, k1, k2)
+        return apply_kernels(self.kind, x, k1, k2, self.layer.strides, self.layer.padding)
 
     # ------------------------------------------------------ requantization
     def requantization(self, scale=None):
@@ -306,7 +266,7 @@ class QuantizeWrapper(keras.layers.Wrapper):
             if bn.center:
                 b = b + tf.cast(bn.beta, tf.float64)
             a = a * g
-        if self.activation:
+        if self.activation_step is not None:
             a = a / self.activation_step
             b = b / self.activation_step
         return dyadic(a, b)
@@ -319,16 +279,17 @@ class QuantizeWrapper(keras.layers.Wrapper):
         return self._call_exact(inputs)
 
     def _call_train(self, x):
-        k1, k2 = self._fake_kernels()
+        k1, k2 = fake_kernels(self.kind, *self._kernels(), self.weight_bits, self.progress)
         if self.input_scale != 1.0:
             x = x * self.input_scale
         y = self._apply(x, k1, k2)
         if self.layer.get_config().get("use_bias", False):
             y = y + self.layer.bias
         if self.batch_norm is not None:
-            y = _batch_norm_in_sync(self.batch_norm, y)
-        if self.activation:
-            y = fake_quantize_activations(y, self.activation_bits, self.activation_step)
+            y = batch_norm_in_sync(self.batch_norm, y)
+        if self.activation_step is not None:
+            y = fake_quantize_activations(y, self.activation_bits, self.activation_step,
+                                          signed=self.signed)
         return y
 
     def _call_exact(self, x):
@@ -340,8 +301,9 @@ class QuantizeWrapper(keras.layers.Wrapper):
         m, e, n = self.requantization(scale)
         unit = exp2(-e)
         z = acc * (m * unit) + n * unit
-        if self.activation:
-            q = tf.clip_by_value(tf.floor(z + 0.5), 0.0, activation_qmax(self.activation_bits))
+        if self.activation_step is not None:
+            lo, hi = activation_range(self.activation_bits, self.signed)
+            q = tf.clip_by_value(tf.floor(z + 0.5), float(lo), float(hi))
             z = q * self.activation_step
         return tf.cast(z, self.compute_dtype)
 
@@ -359,6 +321,7 @@ class QuantizeWrapper(keras.layers.Wrapper):
                 "activation": self.activation,
                 "first_layer": self.first_layer,
                 "input_scale": self.input_scale,
+                "signed": self.signed,
             }
         )
         return config
@@ -378,7 +341,8 @@ class QuantizeWrapper(keras.layers.Wrapper):
         Returns:
             A dict with `kind`, `weight_bits`, `kernel` (int codes), `kernel2`
             (pointwise codes or `None`), `m`, `e`, `n` (int64 arrays),
-            `activation_bits` and `activation_step` (`None` for raw outputs).
+            `activation_bits` and `activation_step` (`None` for raw outputs)
+            and `signed` (whether the output codes are signed).
 
         Raises:
             ValueError: If Keras' own quantization (`Model.quantize`) was
@@ -397,4 +361,5 @@ class QuantizeWrapper(keras.layers.Wrapper):
             "n": np.asarray(n.numpy(), np.int64),
             "activation_bits": self.activation_bits,
             "activation_step": self.activation_step,
+            "signed": self.signed,
         }

@@ -3,7 +3,7 @@
 import keras
 import pytest
 
-from keras_nna.quantization import QuantizeWrapper, QuantizedGlobalAveragePooling2D
+from keras_nna.quantization import QuantizedAdd, QuantizeWrapper, QuantizedGlobalAveragePooling2D
 from keras_nna.quantization.layer_kinds import (KINDS, applies_relu, is_relu, layer_kind,
                                                 quantizable_kind, register_kind, unwrap)
 
@@ -38,7 +38,9 @@ ROWS = {
     "spatial_dropout": (lambda: L.SpatialDropout2D(0.1), "passthrough"),
     "identity": (lambda: L.Identity(), "passthrough"),
     "conv2d_transpose": (lambda: L.Conv2DTranspose(2, 3), None),
-    "add": (lambda: L.Add(), None),
+    "add": (lambda: L.Add(), "add"),
+    "quantized_add": (lambda: QuantizedAdd(4, 0.5, relu=False), "add"),
+    "multiply": (lambda: L.Multiply(), None),
     "layer_norm": (lambda: L.LayerNormalization(), None),
 }
 

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_nna.quantization import QuantizationPolicy, QuantizeWrapper
 from tests.layer_test_utils import check_layer
@@ -103,3 +104,67 @@ def test_separable_with_dead_depthwise_channel_stays_accurate(training):
     expected = ref(x).numpy()
     np.testing.assert_allclose(layer(x, training=training).numpy(), expected,
                                atol=0.02 * np.abs(expected).max())
+
+
+def _identity_dense(units):
+    """A Dense layer with an identity kernel: with 2-bit weights, codes 1 and scale 1 (exact)."""
+    dense = keras.layers.Dense(units, use_bias=False, name="d")
+    dense.build((None, units))
+    dense.set_weights([np.eye(units, dtype="float32")])
+    return dense
+
+
+# (activation bits, inputs) -> expected signed codes. Identity kernel with 2-bit weights (scale 1,
+# so the multiplier 1/step is exact), activation_max 4: step 0.5 (4 bits, codes -8..7) or 2^-5
+# (8 bits, -128..127). Round half up (ties towards +inf: -7.5 -> -7, -0.5 -> 0), clip both ends.
+SIGNED_GOLDEN = {
+    "4bit": (4, [-9.0, -4.0, -3.75, -0.25, 0.0, 0.24, 0.25, 1.3, 3.5, 3.75, 100.0],
+             [-8, -8, -7, 0, 0, 0, 1, 3, 7, 7, 7]),
+    "8bit": (8, [-5.0, -4.0, -1 / 64, -1 / 128, 0.0, 1 / 64, 0.1, 3.96875, 3.99, 7.0],
+             [-128, -128, 0, 0, 0, 1, 3, 127, 127, 127]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SIGNED_GOLDEN))
+def test_signed_codes_golden(case):
+    bits, x, expected = SIGNED_GOLDEN[case]
+    n = len(x)
+    layer = QuantizeWrapper(_identity_dense(n), signed=True,
+                            policy=QuantizationPolicy(2, bits, activation_max=4.0))
+    step = 0.5 if bits == 4 else 2.0**-5
+    assert (layer.activation_bits, layer.activation_step, layer.signed) == (bits, step, True)
+    y = layer(np.array([x], "float32"), training=False).numpy()[0]
+    assert (y / step).astype(int).tolist() == expected
+    np.testing.assert_array_equal(y, np.array(expected, "float32") * step)
+    fake = layer(np.array([x], "float32"), training=True).numpy()[0]
+    np.testing.assert_array_equal(fake, y)  # exact multiplier: fake quantization lands on the same codes
+    assert layer.integer_summary()["signed"] is True
+
+
+def test_signed_training_gradient_is_ste_in_range():
+    layer = QuantizeWrapper(_identity_dense(4), signed=True, policy=QuantizationPolicy(2, 4))
+    x = tf.constant([[-5.0, -1.0, 2.0, 3.6]])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = tf.reduce_sum(layer(x, training=True))
+    assert tape.gradient(y, x).numpy().tolist() == [[0.0, 1.0, 1.0, 0.0]]
+
+
+def test_signed_config_round_trip_and_old_config_loads():
+    layer = QuantizeWrapper(keras.layers.Dense(2, name="d"), signed=True)
+    config = layer.get_config()
+    assert config["signed"] is True
+    assert QuantizeWrapper.from_config(config).signed is True
+    del config["signed"]  # a config saved before signed codes existed
+    old = QuantizeWrapper.from_config(config)
+    assert (old.signed, old.activation_bits, old.activation_step) == (False, None, None)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"activation": "relu", "signed": True}, r"signed=True means a linear output.*applies ReLU"),
+    ({"signed": True, "policy": QuantizationPolicy(activation_bits=1)},
+     r"layer 'd' \(signed codes need a sign bit\): expected an integer in \[2, 8\], received 1"),
+], ids=["relu_and_signed", "one_bit"])
+def test_signed_refusals(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        QuantizeWrapper(keras.layers.Dense(2, name="d"), **kwargs)
