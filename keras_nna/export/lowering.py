@@ -1,20 +1,23 @@
 """export_model: lower a quantized Keras model to an integer `Program`.
 
-The exporter walks a model produced by `quantize_model` (after `fit`),
-asks each `QuantizeWrapper` for its integer kernel codes and fixed-point
-requantization (the very tensors its inference path uses, so the program
-reproduces `model.predict` bit for bit), tracks the bits and power-of-two
-step of every activation, and emits one `LayerRecord` per accelerator
-instruction. Each layer is lowered by the function `_LOWERERS` holds for its
-kind (`keras_nna.quantization.layer_kinds`; a `QuantizeWrapper` is kind
-`"quantized"`). Dropout, Identity and linear activations vanish; BatchNorm and
-ReLU are already folded into the wrappers. Finally the program is serialised
-and re-read with the package's own reader, so export refuses exactly what
-`read_program` and the emulator refuse, naming the Keras layer at fault.
+The exporter walks a model produced by `quantize_model` (after `fit`) in
+topological order (functional graphs with residual branches, nested models
+inlined, or a Sequential chain), asks each `QuantizeWrapper` for its integer
+kernel codes and fixed-point requantization (the very tensors its inference
+path uses, so the program reproduces `model.predict` bit for bit), tracks the
+producer, bits, power-of-two step and signedness of every tensor, and emits
+one `LayerRecord` per accelerator instruction, each naming the instruction(s)
+it reads (`src`, `src2`). Each layer is lowered by the function
+`keras_nna.export.lowerers.LOWERERS` holds for its kind: `QuantizedAdd`
+becomes ADD, `ZeroPadding2D` folds into its consumer's padding, Dropout /
+Identity / linear activations / no-op Reshape and Flatten of a 1x1 map vanish;
+BatchNorm and ReLU are already folded into the wrappers. Finally the program
+is serialised and re-read with the package's own reader, so export refuses
+exactly what `read_program` and the emulator refuse, naming the Keras layer at
+fault.
 
 Example:
 
->>> import numpy as np
 >>> from keras_nna.quantization import quantize_model
 >>> inputs = keras.Input((6, 6, 1))
 >>> x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
@@ -25,203 +28,45 @@ Example:
 ['conv', 'flatten', 'dense']
 """
 
-import math
-import re
-import struct
-
 import keras
-import numpy as np
 
-from keras_nna.export.bytecode import BytecodeError, accumulator_bounds, read_program, write_program
-from keras_nna.export.program import LayerRecord, Program, same_padding
-from keras_nna.quantization.pooling import (
-    QuantizedAveragePooling2D,
-    QuantizedGlobalAveragePooling2D,
-)
-from keras_nna.quantization.checks import check_not_keras_quantized
-from keras_nna.quantization.layer_kinds import keras3_type_error, layer_kind, unwrap
-from keras_nna.quantization.quantizers import reciprocal_multiplier
+from keras_nna.export.lowerers import LOWERERS, Builder, Tensor, no_instruction
+from keras_nna.export.program import Program
+from keras_nna.export.refusals import ExportError, layer_error, validated_bytes
+from keras_nna.quantization.layer_kinds import keras3_type_error, layer_kind
 from keras_nna.quantization.wrapper import is_quantize_wrapper
 
 __all__ = ["export_model", "ExportError"]
 
 
-class ExportError(ValueError):
-    """Raised when a model cannot be lowered to the accelerator."""
-
-
-def _err(layer, why, fix=""):
-    return ExportError(
-        f"Cannot export layer '{layer.name}' ({type(layer).__name__}): {why}." + (f" {fix}" if fix else "")
-    )
-
-
-def _spatial(layer, shape, kernel, strides, padding):
-    h, w, _ = shape
-    if padding == "same":
-        oh, pt, pb = same_padding(h, kernel[0], strides[0])
-        ow, pl, pr = same_padding(w, kernel[1], strides[1])
-    elif padding == "valid":
-        oh = (h - kernel[0]) // strides[0] + 1
-        ow = (w - kernel[1]) // strides[1] + 1
-        pt = pb = pl = pr = 0
-    else:
-        raise _err(layer, f"padding {padding!r} is not supported", "Use 'same' or 'valid'.")
-    if oh < 1 or ow < 1:
-        raise _err(layer, f"window {kernel} is larger than its input {shape[:2]}")
-    return (oh, ow), (pt, pl, pb, pr)
-
-
-def _lower_wrapper(layer, shape, bits, f_in):
-    s = layer.integer_summary()
-    inner = layer.layer
-    kind = s["kind"]
-    rec = LayerRecord(kind=kind, in_shape=shape, out_shape=None, in_bits=bits, out_bits=0,
-                      w_bits=s["weight_bits"], name=layer.name)
-    if kind == "dense":
-        if shape[0] != 1 or shape[1] != 1:
-            raise _err(layer, f"Dense receives a {shape} map", "Add Flatten or "
-                       "GlobalAveragePooling2D before the Dense layer.")
-        rec.weights = s["kernel"]
-        out_c = rec.weights.shape[1]
-        rec.out_shape = (1, 1, out_c)
-    else:
-        kernel = tuple(inner.kernel_size)
-        (oh, ow), rec.pads = _spatial(layer, shape, kernel, tuple(inner.strides), inner.padding)
-        rec.kernel_size, rec.strides = kernel, tuple(inner.strides)
-        if kind == "conv":
-            rec.weights = s["kernel"]
-        else:
-            rec.weights = s["kernel"][..., 0]
-        if kind == "separable":
-            rec.weights2 = s["kernel2"][0, 0]
-            rec.w2_bits = s["weight_bits"]
-        out_c = shape[2] if kind == "depthwise" else (rec.weights2 if kind == "separable" else rec.weights).shape[-1]
-        rec.out_shape = (oh, ow, out_c)
-    _set_requantization(layer, rec, s, f_in)
-    if s["activation_bits"]:
-        rec.out_bits = s["activation_bits"]
-        rec.out_exp = -int(round(math.log2(s["activation_step"])))
-    return rec
-
-
-def _set_requantization(layer, rec, s, f_in):
-    """Integer multiplier, offset and shift of a wrapper's requantization, range-checked."""
-    m, e, n = (np.asarray(v, np.int64) for v in (s["m"], s["e"], s["n"]))
-    # z_real * 2^e = acc_int * m * 2^-f_in + n  ->  integers with shift sh.
-    if f_in >= 0:
-        n = n << f_in
-        sh = e + f_in
-    else:
-        m = m << -f_in
-        sh = e.copy()
-    low = np.maximum(1 - sh, 0)
-    m, n, sh = m << low, n << low, sh + low
-    if np.any(sh > 62):
-        raise _err(layer, "a requantization multiplier is too small to represent (shift > 62)",
-                   "Check for dead channels with huge BatchNorm variance.")
-    if np.any(np.abs(m) >= 1 << 31):
-        raise _err(layer, "a requantization multiplier does not fit 32 bits")
-    rec.m, rec.n, rec.sh = m, n, sh
-    acc, mid = accumulator_bounds(rec)
-    rec.acc_wide = bool(max(int(acc.max(initial=0)), mid) >= 1 << 31)
-    worst = max((int(a) * abs(int(mm)) + abs(int(nn)) for a, mm, nn in zip(acc, m, n)), default=0)
-    if worst >= 1 << 53:
-        raise _err(layer, f"the worst-case requantization value {worst} exceeds 2^53",
-                   "Use fewer weight/activation bits for this layer.")
-
-
-class _Chain:
-    """What the instructions lowered so far produce: the next instruction's input."""
-
-    def __init__(self, in_shape):
-        self.records = []
-        self.owners = []  # the Keras layer that produced each record
-        self.shape, self.bits, self.f_in = in_shape, 8, 0
-        self.input_scale = 1.0
-
-    def append(self, rec, layer):
-        self.records.append(rec)
-        self.owners.append(layer)
-        self.shape, self.bits, self.f_in = rec.out_shape, rec.out_bits, rec.out_exp
-
-
-def _no_instruction(layer, chain=None):
-    raise _err(layer, "this layer has no accelerator instruction",
-               "Quantize the float model with keras_nna.quantization.quantize_model first; "
-               "supported after quantization: QuantizeWrapper, MaxPooling2D, "
-               "QuantizedAveragePooling2D, QuantizedGlobalAveragePooling2D, Flatten, Dropout.")
-
-
-def _lower_quantized(layer, chain):
-    """A `QuantizeWrapper`: conv / depthwise / separable / dense instruction."""
-    try:
-        check_not_keras_quantized(layer.layer, layer.name)
-    except ValueError as err:
-        raise ExportError(str(err)) from err
-    if layer.first_layer != (not any(r.kind != "flatten" for r in chain.records)):
-        raise _err(layer, "first_layer flag does not match its position",
-                   "Re-run quantize_model on the float model.")
-    if layer.first_layer:
-        chain.input_scale = layer.input_scale
-    return _lower_wrapper(layer, chain.shape, chain.bits, chain.f_in)
-
-
-def _lower_maxpool(layer, chain):
-    if not isinstance(layer, keras.layers.MaxPooling2D):
-        _no_instruction(layer)
-    cfg = layer.get_config()
-    pool, strides = tuple(cfg["pool_size"]), tuple(cfg["strides"] or cfg["pool_size"])
-    (oh, ow), pads = _spatial(layer, chain.shape, pool, strides, cfg["padding"])
-    return LayerRecord("maxpool", chain.shape, (oh, ow, chain.shape[2]), chain.bits, chain.bits,
-                       chain.f_in, pool=pool, strides=strides, pads=pads, name=layer.name)
-
-
-def _lower_avgpool(layer, chain):
-    """A quantized (global) average pooling; Keras' float ones have no instruction."""
-    if not isinstance(layer, (QuantizedAveragePooling2D, QuantizedGlobalAveragePooling2D)):
-        _no_instruction(layer)
-    shape, bits, f_in = chain.shape, chain.bits, chain.f_in
-    if (layer.bits, -int(round(math.log2(layer.step)))) != (bits, f_in) or not chain.records:
-        raise _err(layer, f"its bits/step ({layer.bits}, {layer.step}) differ from its "
-                   f"input's ({bits}, {2.0 ** -f_in})", "Re-run quantize_model.")
-    if isinstance(layer, QuantizedGlobalAveragePooling2D):
-        pool, strides = shape[:2], (1, 1)
-    else:
-        pool, strides = layer.pool_size, layer.strides
-    (oh, ow), pads = _spatial(layer, shape, pool, strides, "valid")
-    m, s = reciprocal_multiplier(pool[0] * pool[1])
-    return LayerRecord("avgpool", shape, (oh, ow, shape[2]), bits, bits, f_in, pool=pool,
-                       strides=strides, m=np.array([m]), sh=np.array([s]), name=layer.name)
-
-
-def _lower_flatten(layer, chain):
-    """Flatten of a 1x1 map computes nothing (no instruction)."""
-    shape = chain.shape
-    if shape[0] == 1 and shape[1] == 1:
-        return None
-    return LayerRecord("flatten", shape, (1, 1, int(np.prod(shape))), chain.bits, chain.bits,
-                       chain.f_in, name=layer.name)
-
-
-def _lower_nothing(layer, chain):
-    """Dropout, Identity, Activation("linear"): no instruction."""
-    return None
-
-
-# Export kind (see `_export_kind`) -> lowerer(layer, chain) returning a LayerRecord or None.
-_LOWERERS = {
-    "quantized": _lower_quantized,
-    "maxpool": _lower_maxpool,
-    "avgpool": _lower_avgpool,
-    "global_avgpool": _lower_avgpool,
-    "flatten": _lower_flatten,
-    "passthrough": _lower_nothing,
-}
-
-
 def _export_kind(layer):
     return "quantized" if is_quantize_wrapper(layer) else layer_kind(layer)
+
+
+def _tensors(value):
+    return list(keras.tree.flatten(value))
+
+
+def layer_calls(model, alias=None):
+    """Yields `(layer, input ids, output ids)` of every layer call in topological order,
+    nested models inlined (their inputs and outputs aliased to the outer tensors)."""
+    alias = {} if alias is None else alias
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        try:
+            ins, outs = _tensors(layer.input), _tensors(layer.output)
+        except (AttributeError, ValueError) as err:
+            raise layer_error(layer, "it is called more than once or not connected",
+                              "Call every layer exactly once.") from err
+        if isinstance(layer, keras.Model):
+            for inner, outer in zip(_tensors(layer.inputs), ins):
+                alias[id(inner)] = alias.get(id(outer), id(outer))
+            yield from layer_calls(layer, alias)
+            for inner, outer in zip(_tensors(layer.outputs), outs):
+                alias[id(outer)] = alias.get(id(inner), id(inner))
+            continue
+        yield layer, [alias.get(id(t), id(t)) for t in ins], [id(t) for t in outs]
 
 
 def _input_shape(model):
@@ -229,7 +74,9 @@ def _input_shape(model):
     if error is not None:
         raise ExportError(str(error))
     if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ExportError("export_model expects a keras.Model with one input and one output.")
+        raise ExportError("export_model expects a keras.Model with one input and one output; "
+                          f"received {len(model.inputs)} inputs and {len(model.outputs)} outputs. "
+                          "Export each output path as its own model.")
     in_shape = tuple(model.inputs[0].shape[1:])
     if len(in_shape) != 3 or None in in_shape:
         raise ExportError(
@@ -239,9 +86,16 @@ def _input_shape(model):
     return in_shape
 
 
-def _check_output(model, records):
+def _check_output(model, builder, out):
+    records = builder.records
     if not records:
         raise ExportError("The model has no layer to export.")
+    if out.src != len(records) or any(out.pads):
+        raise ExportError(
+            f"The output of model '{model.name}' is not the last instruction's output (it is "
+            f"{'the input image' if out.src == 0 else repr(builder.owners[out.src - 1].name)}"
+            f"{' padded' if any(out.pads) else ''}). Fix: make the model end with the layer "
+            "computed last (remove dangling branches or a trailing ZeroPadding2D).")
     out_rank = len(model.outputs[0].shape)
     last = records[-1].out_shape
     if out_rank == 4 and last[0] == 1 and last[1] == 1:
@@ -249,6 +103,31 @@ def _check_output(model, records):
             "The model output is a 1x1 feature map; the program returns it as a vector. "
             "Add Flatten or GlobalAveragePooling2D at the end."
         )
+
+
+def lower(model):
+    """Lowers `model` to `(Program, owners)`: the records and the Keras layer of each.
+
+    Raises:
+        ExportError: Naming the layer, what it received and the fix.
+    """
+    in_shape = _input_shape(model)
+    builder, alias = Builder(), {}
+    values = {id(model.inputs[0]): Tensor(0, in_shape, 8, 0, image=True)}
+    for layer, ins, outs in layer_calls(model, alias):
+        for t in ins:
+            if t not in values:
+                raise layer_error(layer, "it reads a tensor that is not computed from the model "
+                                  "input", "Build the model from its one keras.Input.")
+        lowerer = LOWERERS.get(_export_kind(layer), no_instruction)
+        result = lowerer(layer, [values[t] for t in ins], builder)
+        for t in outs:
+            values[t] = result
+    out_id = id(_tensors(model.outputs)[0])
+    out = values[alias.get(out_id, out_id)]
+    _check_output(model, builder, out)
+    scale = 1.0 if builder.input_scale is None else builder.input_scale
+    return Program(in_shape, 8, builder.records, scale), builder.owners
 
 
 def export_model(model, path=None, limits=None):
@@ -260,8 +139,9 @@ def export_model(model, path=None, limits=None):
     would refuse, naming the Keras layer of the failing instruction.
 
     Args:
-        model: A model returned by `quantize_model` (trained or not): a chain
-            from one uint8 image input to one output.
+        model: A model returned by `quantize_model` (trained or not): a graph
+            (a chain, or residual branches merged by `QuantizedAdd`) from one
+            uint8 image input to one output.
         path: Optional file path; the bytecode is written there.
         limits: Optional whole-program limits passed to `read_program`
             (`read_program(data, limits=limits)`), to export a trusted program
@@ -273,7 +153,7 @@ def export_model(model, path=None, limits=None):
     Raises:
         ExportError: If `model` is not a Keras 3 model, a layer is not
             supported (also a layer that Keras' own `model.quantize` rewrote),
-            the graph is not a chain, a value range exceeds what the
+            a ZeroPadding2D cannot fold into its consumer, a value range exceeds what the
             accelerator represents, or the program's writer or reader refuses
             an instruction (e.g. a kernel larger than 15, a field wider than
             its bytes, an input beyond the header limits). The message names
@@ -289,110 +169,9 @@ def export_model(model, path=None, limits=None):
     >>> [(layer.kind, layer.out_shape) for layer in program.layers]
     [('conv', (2, 2, 2)), ('avgpool', (1, 1, 2)), ('dense', (1, 1, 2))]
     """
-    in_shape = _input_shape(model)
-    chain = _Chain(in_shape)
-    current = model.inputs[0]
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        if layer.input is not current:
-            raise _err(layer, "the model is not a simple chain (it has a branch or merge)",
-                       "Export supports sequential chains of layers.")
-        current = layer.output
-        if chain.records and chain.records[-1].out_bits == 0:
-            raise _err(layer, "it follows a layer without quantized ReLU output",
-                       "Only the last layer may produce raw (non-ReLU) values; add BatchNorm+ReLU.")
-        rec = _LOWERERS.get(_export_kind(layer), _no_instruction)(layer, chain)
-        if rec is None:
-            continue
-        if not chain.records and rec.kind in ("maxpool", "avgpool"):
-            raise _err(layer, "pooling cannot read the raw input image",
-                       "Start the model with a conv or dense layer.")
-        chain.append(rec, layer)
-    _check_output(model, chain.records)
-    program = Program(in_shape, 8, chain.records, chain.input_scale)
-    data = _validated_bytes(model, program, chain.owners, limits)
+    program, owners = lower(model)
+    data = validated_bytes(model, program, owners, limits)
     if path is not None:
         with open(path, "wb") as f:
             f.write(data)
     return program
-
-
-_FIX = ("Fix: change this layer (kernel size, strides, padding, number of units or channels) or "
-        "the model input so that every instruction stays within the limits of docs/bytecode.md.")
-_WHERE = re.compile(r"^Invalid program: (?:layer (\d+) \([^)]*\)|([a-z ]+)): ")
-
-
-def _write_failure(program):
-    """Index of the first record `write_program` cannot encode (`None`: the header).
-
-    A prefix fails once it holds a failing record, so a bisection over prefix
-    lengths finds it with O(log n) writes.
-    """
-    def fails(end):
-        try:
-            write_program(Program(program.input_shape, program.input_bits, program.layers[:end],
-                                  program.input_scale))
-        except (BytecodeError, struct.error):
-            return True
-        return False
-
-    if fails(0):
-        return None
-    lo, hi = 0, len(program.layers)  # fails(lo) is False, fails(hi) is True
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if fails(mid) else (mid, hi)
-    return hi - 1
-
-
-_LIMITS_FIX = ("Fix: make the model smaller (input size, channels, layers) to fit the reader's "
-               "whole-program limits (docs/bytecode.md, \"Program limits\"), or, for a program "
-               "you trust, raise them with export_model(model, limits={...}).")
-
-
-def _refusal(model, owners, index, reason, fix=_FIX):
-    """The `ExportError` for a program the package's own writer or reader refuses."""
-    if index is not None and 0 <= index < len(owners):
-        layer = owners[index]
-        return ExportError(f"Cannot export layer '{layer.name}' ({type(unwrap(layer)).__name__}, "
-                           f"instruction {index}): {reason}. {fix}")
-    if fix is _LIMITS_FIX:
-        return ExportError(f"Cannot export model '{model.name}': {reason}. {fix}")
-    shape = tuple(model.inputs[0].shape[1:])
-    return ExportError(f"Cannot export the input layer of model '{model.name}' (shape {shape}): "
-                       f"{reason}. Fix: resize the model input to fit the header limits of "
-                       "docs/bytecode.md.")
-
-
-def _validated_bytes(model, program, owners, limits):
-    """Serialises `program` and re-reads it with the package's reader (one rule for every limit).
-
-    A program the writer cannot encode or the reader refuses becomes an
-    `ExportError` naming the Keras layer of the failing instruction.
-    """
-    try:
-        data = write_program(program)
-    except (BytecodeError, struct.error) as err:
-        reason = str(err).split("does not fit the format: ")[-1]
-        index = _write_failure(program)
-        rec = program.layers[index] if index is not None else None
-        what = (f"its instruction ({rec.kind}, in_shape {tuple(rec.in_shape)}, out_shape "
-                f"{tuple(rec.out_shape)}) does not fit the bytecode fields" if rec is not None
-                else "the program header does not fit the bytecode fields")
-        raise _refusal(model, owners, index, f"{what} ({reason})") from err
-    try:
-        read_program(data) if limits is None else read_program(data, limits=limits)
-    except BytecodeError as err:
-        match = _WHERE.match(str(err))
-        reason = str(err)[match.end():] if match else str(err)
-        if match and match.group(1):
-            index, fix = int(match.group(1)), _FIX
-        elif match and match.group(2) == "header":
-            index, fix = None, _FIX
-        else:  # a whole-program limit; a per-layer one says "(layer i)"
-            layer = re.search(r"\(layer (\d+)\)", reason)
-            index, fix = (int(layer.group(1)) if layer else None), _LIMITS_FIX
-        raise _refusal(model, owners, index, f"the program reader refuses it: {reason}",
-                       fix) from err
-    return data

@@ -4,7 +4,7 @@ import keras
 import pytest
 
 from keras_nna.export import ExportError, export_model
-from keras_nna.quantization import quantize_model
+from keras_nna.quantization import QuantizeWrapper, quantize_model
 
 
 def _float_conv():
@@ -33,10 +33,11 @@ def _dynamic_shape():
 
 
 def _raw_then_dense():
+    """A raw (float) wrapper output feeding another wrapper (quantize_model makes it signed)."""
     inputs = keras.Input((1, 1, 3))
     x = keras.layers.Flatten()(inputs)
-    x = keras.layers.Dense(4, name="raw")(x)
-    return quantize_model(keras.Model(inputs, keras.layers.Dense(2, name="after")(x)))
+    x = QuantizeWrapper(keras.layers.Dense(4), first_layer=True, name="raw")(x)
+    return keras.Model(inputs, QuantizeWrapper(keras.layers.Dense(2), name="after")(x))
 
 
 def _map_output():
