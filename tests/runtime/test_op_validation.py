@@ -141,7 +141,7 @@ FIELD_CASES = [
     (_at(0, "w2_off"), struct.pack("<I", 1), "w2"),
     (_at(0, "pool_h"), struct.pack("<H", 2), "pool_h"),
     (_at(0, "acc_wide"), b"\x02", "acc_wide"),
-    (_at(0, "reserved", 3), b"\x01", "reserved"),
+    (_at(0, "reserved", 1), b"\x01", "reserved"),
     (_at(1, "kh"), b"\x02", "kh/kw"),
     (_at(1, "pool_h"), struct.pack("<H", 7), "window"),
     (_at(1, "pad_top"), b"\x01", "pads"),

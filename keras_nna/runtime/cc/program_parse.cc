@@ -118,6 +118,10 @@ bool ParseFlow(const uint8_t* p, int version, Layer* L, const Fail& fail) {
 // Signedness of the input and output codes by kind (docs/bytecode.md, version 2).
 bool CheckSigns(const Producer& a, Layer* L, const Fail& fail) {
   L->in_signed = a.is_signed;
+  if ((L->kind == kMaxPool || L->kind == kAvgPool) && L->in_signed) {
+    return fail("input: ", a.name, " outputs signed codes; pools take unsigned (ReLU) codes (out_signed 0 on the "
+                "producer)");
+  }
   if (!L->out_signed) {
     if (L->kind == kFlatten && L->in_signed) {
       return fail("out_signed: expected 1 (FLATTEN keeps its input's signedness: ", a.name, " is signed), got 0");
