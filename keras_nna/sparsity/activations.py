@@ -7,13 +7,15 @@ reports, for every measured layer, the fraction of zero outputs and the mean num
 of events per sample:
 
 - float models: the ReLU outputs (``keras.layers.ReLU``, ``Activation("relu")``,
-  ``activation="relu"``). With ``quantization_step`` the outputs are first mapped
-  to the fixed unsigned grid the accelerator uses,
-  ``code = clip(floor(x / step + 1/2), 0, 2**bits - 1)`` (round half up, as the
-  requantization of keras_nna), so an activation below half a step is not an event;
-- quantized models (layers whose class name contains ``"Quantize"``, e.g.
-  ``keras_nna.quantization.QuantizeWrapper``): their outputs are already codes ×
-  step, so exact zeros are counted (no extra quantization).
+  ``activation="relu"``; the ReLU after a residual ``Add`` is one) and the outputs
+  of ``Add`` layers not followed by a ReLU (signed codes once quantized). With
+  ``quantization_step`` the outputs are first mapped to the fixed grid the
+  accelerator uses, ``code = clip(floor(x / step + 1/2), 0, 2**bits - 1)`` (round
+  half up, as the requantization of keras_nna; ``-2**(bits-1) .. 2**(bits-1) - 1``
+  for those ``Add`` outputs), so an activation below half a step is not an event;
+- quantized models (``QuantizeWrapper``, the quantized pools and
+  ``QuantizedAdd``, the residual add): their outputs are already codes × step, so
+  exact zeros are counted (no extra quantization).
 
 :class:`ActivationSparsityCallback` logs the same numbers after each epoch as
 ``activation_zeros/<layer>``, ``activation_zeros/total`` and ``events/total``.
@@ -39,28 +41,33 @@ import keras
 import tensorflow as tf
 
 from keras_nna._checks import check_number
-from keras_nna.quantization.layer_kinds import iter_layers
+from keras_nna.quantization.add import QuantizedAdd
+from keras_nna.quantization.layer_kinds import is_relu, iter_layers, unwrap
 from keras_nna.quantization.pooling import (
     QuantizedAveragePooling2D,
     QuantizedGlobalAveragePooling2D,
 )
 from keras_nna.quantization.wrapper import is_quantize_wrapper
+from keras_nna.sparsity.graph import layer_graph
+from keras_nna.sparsity.groups import is_add
 from keras_nna.sparsity.masks import training_target
 from keras_nna.sparsity.regularizers import relu_layers
 
 __all__ = ["measure_activation_sparsity", "ActivationSparsityCallback", "quantize_codes"]
 
 
-def quantize_codes(x, step, bits=4):
-    """Maps activations to unsigned codes on a fixed grid.
+def quantize_codes(x, step, bits=4, signed=False):
+    """Maps activations to unsigned (or signed) codes on a fixed grid.
 
     Args:
         x: Array of activations.
         step: Quantization step (e.g. `0.25`).
         bits: Code width. Defaults to `4`.
+        signed: Signed codes in `[-2**(bits-1), 2**(bits-1) - 1]` (the outputs
+            of layers without ReLU, e.g. a residual `Add`). Defaults to `False`.
 
     Returns:
-        Integer NumPy array of codes in `[0, 2**bits - 1]`.
+        Integer NumPy array of codes in `[0, 2**bits - 1]` (or the signed range).
 
     Raises:
         TypeError: If `step` or `bits` is not a number (`bits`: an integer).
@@ -70,9 +77,12 @@ def quantize_codes(x, step, bits=4):
 
     >>> quantize_codes(np.array([0.1, 0.125, 0.3, 9.0]), 0.25)
     array([ 0,  1,  1, 15])
+    >>> quantize_codes(np.array([-9.0, -0.1, 0.3]), 0.25, signed=True)
+    array([-8,  0,  1])
     """
     step, bits = _check_grid(step, bits)
-    return np.clip(np.floor(np.asarray(x, "float64") / step + 0.5), 0, 2 ** bits - 1).astype("int64")
+    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
+    return np.clip(np.floor(np.asarray(x, "float64") / step + 0.5), lo, hi).astype("int64")
 
 
 def _check_grid(step, bits, allow_none=False):
@@ -85,11 +95,29 @@ def _check_grid(step, bits, allow_none=False):
 
 
 def _measured_layers(model):
-    quantized = [l.name for l in iter_layers(model) if is_quantize_wrapper(l)
-                 or isinstance(l, (QuantizedAveragePooling2D, QuantizedGlobalAveragePooling2D))]
+    quantized = [l.name for l in iter_layers(model) if is_quantize_wrapper(l) or isinstance(
+        l, (QuantizedAveragePooling2D, QuantizedGlobalAveragePooling2D, QuantizedAdd))]
     if quantized:
         return quantized, True
-    return relu_layers(model), False
+    wanted = set(_signed_adds(model)) | set(relu_layers(model))
+    return [l.name for l in iter_layers(model) if l.name in wanted], False
+
+
+def _signed_adds(model):
+    """Float `Add` layers whose output is not (only) fed to a ReLU: signed codes when quantized."""
+    adds = [l.name for l in iter_layers(model) if is_add(l)]
+    if not adds:
+        return []
+    try:
+        graph = layer_graph(model)
+    except ValueError:  # not a functional/Sequential graph: measure ReLU outputs only
+        return []
+    out = []
+    for name in adds:
+        consumers = graph.consumers.get(name, [])
+        if not (len(consumers) == 1 and is_relu(unwrap(graph.layers[consumers[0]]))):
+            out.append(name)
+    return out
 
 
 def _batches(data, batch_size, max_samples):
@@ -149,6 +177,7 @@ def measure_activation_sparsity(model, data, quantization_step=None, bits=4, lay
     batch_size = check_number("batch_size", batch_size, low=1, integer=True)
     max_samples = check_number("max_samples", max_samples, low=1, integer=True, allow_none=True)
     names, quantized = _measured_layers(model)
+    signed = set() if quantized else set(_signed_adds(model))
     if layers is not None:
         valid = [l.name for l in iter_layers(model)]
         unknown = [n for n in layers if n not in valid]
@@ -172,7 +201,7 @@ def measure_activation_sparsity(model, data, quantization_step=None, bits=4, lay
         for n, o in zip(names, outs):
             o = keras.ops.convert_to_numpy(o)
             if quantization_step is not None and not quantized:
-                o = quantize_codes(o, quantization_step, bits)
+                o = quantize_codes(o, quantization_step, bits, signed=n in signed)
             zeros[n] += int((o == 0).sum())
             counts[n] += o.size
             elements[n] = int(np.prod(o.shape[1:]))

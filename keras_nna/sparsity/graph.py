@@ -179,7 +179,7 @@ def event_fan_out(graph, name):
     Sum over consuming layers: Conv2D ``kh·kw·filters/stride²``, DepthwiseConv2D and
     the depthwise half of SeparableConv2D ``kh·kw·multiplier/stride²`` (the pointwise
     half works on the depthwise accumulators, not on events), Dense ``units``; pooling
-    counts 1, pass-through layers (dropout, padding, flatten, reshape, BatchNorm,
+    and a residual ``Add`` (one addition per event) count 1, pass-through layers (dropout, padding, flatten, reshape, BatchNorm,
     activations) are looked through.
 
     Args:
@@ -213,6 +213,6 @@ def event_fan_out(graph, name):
             total += layer.units
         elif kind in _PASS_THROUGH_KINDS:
             total += event_fan_out(graph, c)
-        else:
-            total += 1.0
+        else:  # pools; a residual Add: one addition per input event (its output
+            total += 1.0  # events are counted at the Add, or at the ReLU after it)
     return float(total)

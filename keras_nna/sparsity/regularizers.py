@@ -130,7 +130,9 @@ def relu_layers(model):
     The rule is `keras_nna.quantization.layer_kinds.applies_relu`, the one
     `quantize_model` fuses by: a `ReLU` layer (any `max_value`, but no
     `negative_slope` or `threshold`), `Activation("relu")`, `activation="relu"`,
-    or a `QuantizeWrapper` with a ReLU output.
+    or a `QuantizeWrapper` with a ReLU output; and a quantized residual add
+    with its ReLU fused (`keras_nna.quantization.QuantizedAdd(relu=True)`: in the
+    float model it is the ReLU after the `Add`, already on this list).
 
     Args:
         model: A Keras model.
@@ -146,7 +148,13 @@ def relu_layers(model):
     >>> relu_layers(m)
     ['a', 'r']
     """
-    return [l.name for l in iter_layers(model) if applies_relu(l)]
+    return [l.name for l in iter_layers(model) if applies_relu(l) or _is_relu_add(l)]
+
+
+def _is_relu_add(layer):
+    """A quantized residual add with its ReLU fused (`QuantizedAdd(relu=True)`)."""
+    inner = unwrap(layer)
+    return layer_kind(inner) == "add" and getattr(inner, "relu", False) is True
 
 
 def _normalised(weights):
@@ -166,8 +174,8 @@ def _range_top(policy, graph, relu_name):
 
 def _cap_relus(model, names, max_value):
     layers = {l.name: l for l in iter_layers(model)}
-    # Quantized layers (QuantizeWrapper) already clip at their range's top.
-    names = [n for n in names if not is_quantize_wrapper(layers[n])]
+    # Quantized layers (QuantizeWrapper, QuantizedAdd) already clip at their range's top.
+    names = [n for n in names if not is_quantize_wrapper(layers[n]) and not _is_relu_add(layers[n])]
     not_relu_layers = [n for n in names if not isinstance(unwrap(layers[n]), keras.layers.ReLU)]
     if not_relu_layers:
         raise ValueError(f"`max_value` caps keras.layers.ReLU layers only; {not_relu_layers} apply "

@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 
 from keras_nna.models import ResNet8
-from keras_nna.sparsity import (ConstantSparsity, FilterPruneCallback, channel_groups,
-                                compare_models, dead_channels, filter_scores, prune_filters,
+from keras_nna.quantization import quantize_model
+from keras_nna.sparsity import (ConstantSparsity, FilterPruneCallback, add_activity_regularization,
+                                channel_groups, compare_models, dead_channels, filter_scores,
+                                measure_activation_sparsity, prune_filters, relu_layers,
                                 remove_pruned_filters)
 from keras_nna.sparsity.groups import is_add
 from keras_nna.sparsity.surgery import rebuild_channels
@@ -180,3 +182,47 @@ def test_filter_prune_callback_on_residual_cnn():
     _assert_add_inputs_agree(small)
     np.testing.assert_allclose(small.predict(x_te[:32], verbose=0),
                                model.predict(x_te[:32], verbose=0), rtol=1e-4, atol=1e-4)
+
+
+def test_float_add_outputs_are_measured():
+    # ResNet-8: every Add is followed by its ReLU, which is the measured ReLU output.
+    names = [n for n in measure_activation_sparsity(ResNet8(), np.zeros((1, 32, 32, 3))) if
+             n != "total"]
+    assert {"stage1_relu", "stage2_relu", "stage3_relu"} <= set(names)
+    assert not any(n.endswith("_add") for n in names)
+    assert {"stage1_relu", "stage3_relu"} <= set(relu_layers(ResNet8()))
+    # A linear Add (no ReLU after it) gives signed codes: -2.0 is an event, not a zero.
+    inp = keras.Input((4,))
+    a = L.Dense(4, use_bias=False, kernel_initializer="identity", name="a")(inp)
+    b = L.Dense(4, use_bias=False, kernel_initializer="identity", name="b")(a)
+    model = keras.Model(inp, L.Dense(2, name="out")(L.Add(name="add")([a, b])))
+    x = np.array([[-1.0, 0.0, 0.2, 3.0]], "float32")  # add = [-2, 0, 0.4, 6]
+    result = measure_activation_sparsity(model, x, quantization_step=0.25)
+    assert list(result) == ["add", "total"]
+    assert result["add"]["events"] == 3 and result["add"]["zeros"] == 0.25
+
+
+def test_quantized_adds_are_measured_and_regularized():
+    qmodel = quantize_model(residual_cnn())
+    assert [type(qmodel.get_layer(n)).__name__ for n in ("add1", "add2")] == ["QuantizedAdd"] * 2
+    measured = measure_activation_sparsity(qmodel, digits()[2][:8])
+    assert {"add1", "add2"} <= set(measured)
+    assert relu_layers(qmodel) == ["a", "add1", "add2", "e"]  # the ReLUs fused into the adds
+    attached = add_activity_regularization(qmodel, hoyer=0.1, max_value=3.75)
+    assert set(attached) == {"a", "add1", "add2", "e"}
+    assert qmodel.get_layer("add2").activity_regularizer is attached["add2"]
+
+
+def test_filter_pruning_of_a_quantized_residual_model():
+    qmodel = quantize_model(randomize_bn(residual_cnn()))
+    groups = channel_groups(qmodel)
+    assert groups["a"].producers == ["a", "b", "d"] and groups["a"].members == ["add1", "add2"]
+    expected = sum(np.abs(qmodel.get_layer(n).batch_norm.gamma.numpy()) for n in "abd")
+    np.testing.assert_allclose(filter_scores(qmodel)["a"], expected, rtol=1e-6)
+    assert prune_filters(qmodel, 0.5) == {"a": 4, "e": 8}
+    dead = [np.all(qmodel.get_layer(n).layer.kernel.numpy().reshape(-1, 8) == 0, axis=0)
+            for n in "abd"]
+    assert dead[0].sum() == 4 and all(np.array_equal(d, dead[0]) for d in dead)
+    probe = keras.Model(qmodel.input, qmodel.get_layer("add2").output)
+    out = keras.ops.convert_to_numpy(probe(digits()[2][:8], training=False))
+    assert np.all(out[..., dead[0]] == 0) and np.any(out[..., ~dead[0]] != 0)
