@@ -59,6 +59,16 @@ def _act_bytes(shape, bits, events):
     return min(float(_dense_bytes(shape, bits)), math.ceil(events * (bits + 16) / 8))
 
 
+def _pair_bytes(program, rec):
+    """Dense bytes of a layer's inputs (both for ADD) and output: what must sit in SRAM at once."""
+    total = _dense_bytes(rec.in_shape, rec.in_bits) + _dense_bytes(rec.out_shape, rec.out_bits or 32)
+    if rec.kind == "add":
+        src2 = getattr(rec, "src2", 0)
+        bits2 = program.layers[src2 - 1].out_bits if src2 else program.input_bits
+        total += _dense_bytes(rec.in_shape, bits2)
+    return total
+
+
 def estimate_cost(program, stats, profile="nna-1core"):
     """Estimates time, traffic and energy of one inference from statistics.
 
@@ -99,8 +109,7 @@ def estimate_cost(program, stats, profile="nna-1core"):
                          f"{n_layers}-layer program, received {stats.shape}. Pass the "
                          "stats returned by run_with_stats / run_reference for this program.")
     mean = stats.astype(np.float64).mean(axis=0)
-    pairs = [_dense_bytes(r.in_shape, r.in_bits) + _dense_bytes(r.out_shape, r.out_bits or 32)
-             for r in program.layers]
+    pairs = [_pair_bytes(program, r) for r in program.layers]
     resident = float(mean[:, STAT_NAMES.index("weight_bytes")].sum()) + max(pairs) <= p.sram_bytes
     layers = []
     for i, rec in enumerate(program.layers):
