@@ -138,7 +138,8 @@ void FixCrc(uint8_t* data, size_t size) {
 }
 
 // Byte offset and width of the integer fields of the header and instruction
-// (keras_nna/export/format.py HEADER / INSTR).
+// (keras_nna/export/format.py HEADER / INSTR; version 2: out_signed 57,
+// src 58, src2 60, reserved 62).
 struct Field {
   uint8_t off, width;
 };
@@ -148,7 +149,7 @@ constexpr Field kInstrFields[] = {
     {0, 1},  {1, 1},  {2, 1},  {3, 1},  {4, 2},  {6, 2},  {8, 2},  {10, 2}, {12, 2},
     {14, 2}, {16, 1}, {17, 1}, {18, 1}, {19, 1}, {20, 1}, {21, 1}, {22, 1}, {23, 1},
     {24, 1}, {25, 1}, {26, 1}, {27, 1}, {28, 4}, {32, 4}, {36, 4}, {40, 4}, {44, 4},
-    {48, 4}, {52, 2}, {54, 2}, {56, 1}, {57, 1}};
+    {48, 4}, {52, 2}, {54, 2}, {56, 1}, {57, 1}, {58, 2}, {60, 2}, {62, 1}};
 
 uint64_t Interesting(uint64_t r, int width) {
   static const uint64_t vals[] = {0, 1, 2, 3, 4, 7, 8, 15, 16, 17, 31, 32, 63, 64, 127, 128, 255,

@@ -11,6 +11,9 @@ Writes, under `--out` (default `build/fuzz`):
   kernels over these.
 * `nets/kind_<k>.nnab` — hand-built one- and two-layer programs covering each
   layer kind, raw (float) and code outputs, wide accumulation.
+* `nets/dag_<name>.nnab` — the version-2 programs of `tests/runtime/test_op_dag.py`:
+  residual ADDs, ADD of the image, signed codes feeding every kind, held
+  outputs over long skips, int32/int64 accumulators.
 * `corpus/` — every program above plus `--mutations` structure-aware mutants
   (`mutate.py`, CRC recomputed), the libFuzzer seed corpus.
 
@@ -32,7 +35,7 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..",
 
 import mutate  # noqa: E402
 
-__all__ = ["hand_built", "main", "zoo_nets"]
+__all__ = ["dag_built", "hand_built", "main", "zoo_nets"]
 
 
 def _save(nets_dir, name, data, images):
@@ -78,6 +81,17 @@ def hand_built():
     add("kind_maxpool", (4, 4, 2), 8, [LayerRecord(
         kind="maxpool", in_shape=(4, 4, 2), out_shape=(2, 2, 2), in_bits=8, out_bits=8,
         pool=(2, 2), strides=(2, 2))])
+    return out + dag_built()
+
+
+def dag_built():
+    """Returns [(name, bytes, images)] of the version-2 DAG programs of tests/runtime/test_op_dag.py."""
+    from tests.runtime.test_op_dag import PROGRAMS
+
+    out = []
+    for name, make in PROGRAMS.items():
+        dag = make()
+        out.append(("dag_" + name.replace("<", "lt").replace(">", "gt"), dag.program()[0], dag.images))
     return out
 
 
