@@ -8,8 +8,8 @@ from keras_nna.models import ResNet8
 from keras_nna.quantization import quantize_model
 from keras_nna.sparsity import (ConstantSparsity, FilterPruneCallback, add_activity_regularization,
                                 channel_groups, compare_models, dead_channels, filter_scores,
-                                measure_activation_sparsity, prune_filters, relu_layers,
-                                remove_pruned_filters)
+                                measure_activation_sparsity, propose_ratios, prune_filters,
+                                relu_layers, remove_pruned_filters, sensitivity_analysis)
 from keras_nna.sparsity.groups import is_add
 from keras_nna.sparsity.surgery import rebuild_channels
 from tests.sparsity.helpers import compile_cnn, digits, randomize_bn
@@ -226,3 +226,14 @@ def test_filter_pruning_of_a_quantized_residual_model():
     probe = keras.Model(qmodel.input, qmodel.get_layer("add2").output)
     out = keras.ops.convert_to_numpy(probe(digits()[2][:8], training=False))
     assert np.all(out[..., dead[0]] == 0) and np.any(out[..., ~dead[0]] != 0)
+
+
+def test_sensitivity_of_residual_groups():
+    model = randomize_bn(residual_cnn())
+    before = [w.copy() for w in model.get_weights()]
+    x, y = digits()[2][:32], digits()[3][:32]
+    table = sensitivity_analysis(model, x, y, ratios=(0.5,), kind="filters", criterion="l1")
+    assert list(table["metrics"]) == ["a", "e"]  # one entry per group, keyed by its first producer
+    assert set(propose_ratios(table, max_drop=1.0).values()) == {0.5}
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
