@@ -95,7 +95,8 @@ def activation_error(layer, at_output=False):
     if at_output:
         apply = (f"keras.activations.{name}" if name.isidentifier() and hasattr(keras.activations, name)
                  else "the activation")
-        fix = (f"{build}, train with a loss that takes logits (e.g. keras.losses."
+        fix = (f"{build} (for keras.applications models pass classifier_activation=None), "
+               "train with a loss that takes logits (e.g. keras.losses."
                "SparseCategoricalCrossentropy(from_logits=True)), and apply "
                f"{apply} to the outputs of the quantized model or the program if you need "
                "probabilities")
