@@ -58,6 +58,23 @@ bool ParsePoolGeometry(const Instr& in, Layer* L, const Fail& fail);     // kind
 bool ParseFlattenGeometry(const Instr& in, Layer* L, const Fail& fail);  // kind 7
 bool ParseAddGeometry(const Instr& in, Layer* L, const Fail& fail);      // kind 8
 
+// What a layer reads: the image (src 0) or the output of an earlier layer
+// (program_parse_flow.cc).
+struct Producer {
+  int h = 0, w = 0, c = 0, bits = 0, exp = 0;  // the image's exponent counts as 0
+  bool is_signed = false;
+  std::string name;  // "the image" or "layer j"
+};
+Producer ProducerOf(const Program& prog, int src);
+// Bytes 57..63: out_signed, src, src2 (version 2) or zeros (version 1: src = index).
+bool ParseFlow(const uint8_t* p, int version, Layer* L, const Fail& fail);
+// Input/output signedness rules by kind; sets L->in_signed (needs L->raw).
+bool CheckSigns(const Producer& a, Layer* L, const Fail& fail);
+// ADD: second input and exponent rules; sets in2_bits/in2_signed/add_sa/add_sb/add_d.
+bool CheckAdd(const Program& prog, const Producer& a, Layer* L, const Fail& fail);
+// Every output but the last is used; sets held_off and prog->held_bytes.
+bool CheckConsumersAndHold(Program* prog, std::string* error);
+
 // Sets in/out elements, dense_macs and the layer's costs in the units of
 // ProgramLimits (work, activation_bytes, constant_bytes); enforces
 // kMaxTensorElements and kMaxLayerWork (program_parse_geometry.cc).
