@@ -59,7 +59,9 @@ def layer_calls(model, alias=None):
         except (AttributeError, ValueError) as err:
             raise layer_error(layer, "it is called more than once or not connected",
                               "Call every layer exactly once.") from err
-        if isinstance(layer, keras.Model):
+        if isinstance(layer, keras.Model):  # .input/.output are its own tensors: use its call
+            node = layer._inbound_nodes[0]  # (one call, as keras_nna.sparsity.graph reads it)
+            ins, outs = _tensors(node.input_tensors), _tensors(node.output_tensors)
             for inner, outer in zip(_tensors(layer.inputs), ins):
                 alias[id(inner)] = alias.get(id(outer), id(outer))
             yield from layer_calls(layer, alias)

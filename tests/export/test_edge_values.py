@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_nna.export import BytecodeError, read_program
+from keras_nna.export import BytecodeError, LayerRecord, Program, read_program, write_program
 from keras_nna.export.format import CRC, HEADER_OFFSETS, crc32
 from keras_nna.export.reference import run_reference
 from keras_nna.runtime.op import nna_run
-from tests.runtime.conftest import write
 
 IMAGES = np.arange(256, dtype=np.uint8).reshape(256, 1, 1, 1)  # every input code
 
@@ -22,6 +21,22 @@ def _dense(out_bits, out_exp, m=1, n=0, sh=1, w=1, acc_wide=0):
     """1 -> 2 channels: acc = +-x * w, z = acc * m + n, then codes or raw floats."""
     return dict(kind="dense", w=np.array([[w, -w]]), w_bits=8, out_bits=out_bits, out_exp=out_exp,
                 m=np.array([m, m]), n=np.array([n, n]), sh=np.array([sh, sh]), acc_wide=acc_wide)
+
+
+def write(in_shape, layers, in_bits=8):
+    """A chain of dense layers (dicts of `_dense`) and 1x1 max pools, unvalidated bytes."""
+    records, shape, bits, exp = [], tuple(in_shape), in_bits, 0
+    for layer in layers:
+        if layer["kind"] == "maxpool":
+            rec = LayerRecord("maxpool", shape, shape, bits, bits, exp, pool=layer["pool"])
+        else:
+            w = layer["w"]
+            rec = LayerRecord("dense", shape, (1, 1, w.shape[1]), bits, layer["out_bits"],
+                              layer["out_exp"], w_bits=layer["w_bits"], weights=w, m=layer["m"],
+                              n=layer["n"], sh=layer["sh"], acc_wide=bool(layer["acc_wide"]))
+        records.append(rec)
+        shape, bits, exp = rec.out_shape, rec.out_bits, rec.out_exp
+    return write_program(Program(tuple(in_shape), in_bits, records, 1 / 255))
 
 
 def _verdicts(data):
