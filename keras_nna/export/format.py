@@ -91,7 +91,8 @@ HEADER = struct.Struct("<4sHHIHHHBBfII")
 INSTR_FIELDS = ("kind", "in_bits", "out_bits", "out_exp", "in_h", "in_w", "in_c", "out_h", "out_w",
                 "out_c", "kh", "kw", "stride_h", "stride_w", "pad_top", "pad_left", "pad_bottom",
                 "pad_right", "w_bits", "w2_bits", "w_enc", "w2_enc", "w_off", "w_len", "w2_off",
-                "w2_len", "rq_off", "rq_len", "pool_h", "pool_w", "acc_wide", "out_signed", "src", "src2", "reserved")
+                "w2_len", "rq_off", "rq_len", "pool_h", "pool_w", "acc_wide", "out_signed", "src",
+                "src2", "reserved")
 INSTR = struct.Struct("<BBBbHHHHHHBBBBBBBBBBBBIIIIIIHHBBHH2s")
 """The 64-byte instruction; its fields are `INSTR_FIELDS`."""
 

@@ -33,7 +33,7 @@ from keras_nna.quantization.pooling import (
 )
 from keras_nna.quantization.quantizers import reciprocal_multiplier
 
-__all__ = ["Builder", "LOWERERS", "Tensor", "lower_zeropad"]
+__all__ = ["Builder", "LOWERERS", "Tensor", "lower_zeropad", "no_instruction"]
 
 _NO_PADS = (0, 0, 0, 0)
 
