@@ -85,13 +85,14 @@ def _no_instruction(layer, ins=None, builder=None):
                       "ZeroPadding2D, Flatten, Reshape, Dropout.")
 
 
-def _one_input(layer, ins, pads_ok=False):
-    """The single input `Tensor` of `layer`; refuses raw inputs and unfoldable pads."""
+def _one_input(layer, ins, pads_ok=False, raw_ok=False):
+    """The single input `Tensor` of `layer`; refuses raw inputs (unless `raw_ok`: a layer
+    that emits nothing) and unfoldable pads."""
     if len(ins) != 1:
         raise layer_error(layer, f"it reads {len(ins)} tensors, expected 1",
                           "Merge branches with Add only.")
     t = ins[0]
-    if t.bits == 0 and not t.image:
+    if t.bits == 0 and not t.image and not raw_ok:
         raise layer_error(layer, "it follows a layer without quantized ReLU output (a raw "
                           "float output)", "Only the last layer may produce raw values; add "
                           "BatchNorm+ReLU, or quantize_model a linear block to signed codes.")
@@ -241,9 +242,10 @@ def lower_avgpool(layer, ins, builder):
 
 def lower_flatten(layer, ins, builder):
     """Flatten of a 1x1 map computes nothing (no instruction)."""
-    t = _one_input(layer, ins)
+    t = _one_input(layer, ins, raw_ok=True)
     if t.shape[0] == 1 and t.shape[1] == 1:
         return t
+    t = _one_input(layer, ins)  # a FLATTEN instruction reads codes
     rec = LayerRecord("flatten", t.shape, (1, 1, int(np.prod(t.shape))), t.bits, t.bits, t.exp,
                       name=layer.name, src=t.src, out_signed=t.signed, in_signed=t.signed)
     return builder.emit(rec, layer, image=t.image)
@@ -251,7 +253,7 @@ def lower_flatten(layer, ins, builder):
 
 def lower_reshape(layer, ins, builder):
     """A `Reshape` that is a no-op on NHWC memory: to a vector (a Flatten) or to (1, 1, n)."""
-    t = _one_input(layer, ins)
+    t = _one_input(layer, ins, raw_ok=True)
     target = tuple(layer.get_config()["target_shape"])
     if len(target) == 1:
         return lower_flatten(layer, ins, builder)
@@ -274,7 +276,7 @@ def lower_zeropad(layer, ins, builder):
 
 def lower_passthrough(layer, ins, builder):
     """Dropout, Identity, Activation("linear"): no instruction."""
-    return _one_input(layer, ins, pads_ok=True)
+    return _one_input(layer, ins, pads_ok=True, raw_ok=True)
 
 
 def lower_add(layer, ins, builder):

@@ -50,6 +50,21 @@ def test_nested_model_exports_like_the_flat_one():
                                   qmodel.predict(images.astype("float32"), verbose=0))
 
 
+def test_mobilenet_head_raw_conv_then_reshape():
+    """keras.applications.MobileNet's head: GAP(keepdims) -> Dropout -> 1x1 conv (raw) -> Reshape."""
+    inputs = keras.Input((6, 6, 2))
+    x = L.Conv2D(4, 3, activation="relu", name="conv")(L.Rescaling(1 / 255)(inputs))
+    x = L.Dropout(0.1)(L.GlobalAveragePooling2D(keepdims=True, name="gap")(x))
+    x = L.Reshape((3,), name="rs")(L.Conv2D(3, 1, name="preds")(x))
+    qmodel = quantize_model(keras.Model(inputs, x))
+    program = export_model(qmodel)
+    assert [(r.name, r.out_bits == 0) for r in program.layers] == [
+        ("conv", False), ("gap", False), ("preds", True)]
+    images = np.random.default_rng(1).integers(0, 256, (4, 6, 6, 2)).astype(np.uint8)
+    np.testing.assert_array_equal(run_reference(program, images)[0],
+                                  qmodel.predict(images.astype("float32"), verbose=0))
+
+
 def _wrapped(layer, **kwargs):
     return QuantizeWrapper(layer, **kwargs)
 
