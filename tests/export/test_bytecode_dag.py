@@ -2,18 +2,21 @@
 
 Expected outputs are computed here directly from the integer formulas of the
 spec (docs/bytecode.md: requantization, signed clip, ADD), independently of
-keras_nna.export.reference.
+keras_nna.export.reference; the emulator op must agree with both.
 """
 
+import re
 import struct
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_nna.export import BytecodeError, LayerRecord, Program, read_program, write_program
 from keras_nna.export.format import CRC, HEADER, INSTR, INSTR_OFFSETS, crc32
 from keras_nna.export.limits import held_bytes
 from keras_nna.export.reference import run_reference
+from keras_nna.runtime import Emulator
 
 RNG = np.random.default_rng(7)
 
@@ -79,6 +82,11 @@ def _check(program, images, expected_codes, out_exp):
     out, stats = run_reference(data, images)
     expected = np.ldexp(expected_codes.astype(np.float64), -out_exp).astype(np.float32)
     np.testing.assert_array_equal(out, expected.reshape(out.shape))
+    emulator = Emulator(data)
+    for mode in ("auto", "event", "dense"):  # the C++ op agrees, statistics included
+        emu_out, emu_stats = emulator.run_with_stats(images, mode=mode)
+        np.testing.assert_array_equal(emu_out, out)
+        np.testing.assert_array_equal(emu_stats, stats)
     return again, out, stats
 
 
@@ -309,8 +317,12 @@ def test_signed_base_is_valid():
 @pytest.mark.parametrize("corrupt,match", [(c, m) for _, c, m in REJECTS],
                          ids=[name for name, _, _ in REJECTS])
 def test_reader_rules_of_version_2(corrupt, match):
+    data = corrupt(_signed_base())
     with pytest.raises(BytecodeError, match="Invalid program: " + match):
-        read_program(corrupt(_signed_base()))
+        read_program(data)
+    layer = re.match(r"layer (\d+)", match).group(1)  # the C++ reader refuses the same layer
+    with pytest.raises(tf.errors.InvalidArgumentError, match=rf"invalid program: layer {layer} "):
+        Emulator(data).run(_images(SHAPE))
 
 
 def _bound_program(signed):
