@@ -125,12 +125,14 @@ def test_linear_bottleneck_signed_add_feeds_a_conv():
     assert sum(layer.signed for layer in layers) == 3
 
 
-def test_residual_save_load_identical(tmp_path):
+@pytest.mark.parametrize("jit", [False, True], ids=["eager_graph", "xla"])
+def test_residual_save_load_identical(tmp_path, jit):
     qmodel = quantize_model(_resnet_block())
     images = _images()
     expected = qmodel.predict(images, verbose=0)
     qmodel.save(tmp_path / "r.keras")
-    loaded = keras.models.load_model(tmp_path / "r.keras")
+    loaded = keras.models.load_model(tmp_path / "r.keras")  # no custom_objects needed
+    loaded.compile(jit_compile=jit)
     np.testing.assert_array_equal(loaded.predict(images, verbose=0), expected)
     assert loaded.get_layer("c2").signed and loaded.get_layer("add").relu
 
