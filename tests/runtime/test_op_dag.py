@@ -85,10 +85,10 @@ def signed_last(seed):
     return d
 
 
-def long_skip(seed, acc_wide=0):
+def long_skip(seed, acc_wide=0, n=3):
     """Two outputs held across several layers at once, and an ADD of the image at the end."""
     rng = np.random.default_rng(seed)
-    d = Dag(_images(rng, (6, 6, 4)), seed=seed)
+    d = Dag(_images(rng, (6, 6, 4), n=n), seed=seed)
     p = [d.weighted("conv", 0, _w(rng, (1, 1, 4, 4), 6), 6, 4, 2, acc_wide=acc_wide)]
     for k in range(4):
         p.append(d.weighted("depthwise", p[-1], _w(rng, (3, 3, 4), 4), 4, 4, 2, pad=(1, 1, 1, 1),
@@ -229,3 +229,14 @@ def test_export_writer_round_trip(programs):
         got, got_stats = nna_run(rewritten, dag.images)
         np.testing.assert_array_equal(got.numpy(), out, err_msg=name)
         np.testing.assert_array_equal(np.delete(got_stats.numpy(), 3, 2), np.delete(stats, 3, 2), err_msg=name)
+
+
+def test_large_batch_across_threads():
+    """64 images of a program with held outputs, sharded over TensorFlow's thread pool (each
+    worker thread has its own ping-pong and held buffers)."""
+    dag = long_skip(21, n=64)
+    data, out, stats = dag.program()
+    for mode in MODES:
+        got, got_stats = nna_run(data, dag.images, mode=mode)
+        np.testing.assert_array_equal(got.numpy(), out, err_msg=mode)
+        np.testing.assert_array_equal(got_stats.numpy(), stats, err_msg=mode)

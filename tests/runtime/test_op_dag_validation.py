@@ -164,8 +164,8 @@ def test_reader_and_op_agree_on_corrupted_instructions(xor):
         b[i] ^= xor
         bad = patch(bytes(b) + bytes(4), 0, 0, b[HEADER.size])
         try:
-            out, _ = nna_run(bad, dag.images)
-            op_ok = bool(np.isfinite(out.numpy()).all()) or True
+            nna_run(bad, dag.images)
+            op_ok = True
         except tf.errors.InvalidArgumentError as e:
             assert "invalid program" in str(e) or "images" in str(e)
             op_ok = False
