@@ -292,8 +292,10 @@ def lower_add(layer, ins, builder):
     fo = -int(round(math.log2(layer.step)))
     big = max(a.exp, b.exp)
     if abs(a.exp - b.exp) > MAX_EXP_GAP or abs(big - fo) > MAX_EXP_GAP:
-        raise layer_error(layer, f"its steps 2^-{a.exp}, 2^-{b.exp} (inputs) and 2^-{fo} "
-                          f"(output) differ by more than 2^{MAX_EXP_GAP}, expected at most",
+        raise layer_error(layer, f"its input steps 2^-{a.exp}, 2^-{b.exp} and output step "
+                          f"2^-{fo} are too far apart: exponent gaps |fa - fb| = "
+                          f"{abs(a.exp - b.exp)} and |max(fa, fb) - fo| = {abs(big - fo)} "
+                          f"received, expected at most {MAX_EXP_GAP}",
                           "Use closer activation_max values for the two branches and the Add.")
     rec = LayerRecord("add", a.shape, a.shape, a.bits, int(layer.bits), fo, name=layer.name,
                       src=a.src, src2=b.src, out_signed=not layer.relu, in_signed=a.signed)
