@@ -11,7 +11,6 @@
 // (PrepareProgram, run_image.h).
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <vector>
 
