@@ -51,6 +51,9 @@ def _producers(f, i, version, kind, where):
             _fail(where, "bytes 57..63 must be 0 in a version-1 program (received out_signed "
                          f"{f.out_signed}, src {f.src}, src2 {f.src2}, reserved "
                          f"{f.reserved.hex()}); re-export the model for version 2")
+        if kind == "add":
+            _fail(where, "kind 8 (ADD) needs format version 2 (a version-1 program is a chain; "
+                         "re-export the model)")
         return i, 0
     if f.reserved != b"\0\0":
         _fail(where, f"reserved bytes 62..63 {f.reserved.hex()} received, expected 0000")

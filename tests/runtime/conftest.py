@@ -77,7 +77,8 @@ def write(in_shape, layers, in_bits=8, input_scale=1 / 255):
         instrs.append(INSTR.pack(
             KINDS[kind], prev_bits, out_bits, out_exp, *L["in"], *L["out"], kh, kw, *stride,
             *L.get("pad", (0, 0, 0, 0)), L.get("w_bits", 0), L.get("w2_bits", 0), L.get("w_enc", 0),
-            L.get("w2_enc", 0), *offs, *L.get("pool", (0, 0)), L.get("acc_wide", 0), bytes(7)))
+            L.get("w2_enc", 0), *offs, *L.get("pool", (0, 0)), L.get("acc_wide", 0), 0, len(instrs), 0,
+            bytes(2)))
         prev_bits, prev_exp = out_bits, out_exp
     body = HEADER.pack(MAGIC, VERSION, len(layers), len(pool), *in_shape, in_bits, 0, input_scale, 0, 0)
     body += b"".join(instrs) + pool
