@@ -2,8 +2,8 @@
 
 The loop, one subpackage per stage::
 
-    models/        AkidaNet and MAC counting
-    quantization/  QuantizationPolicy, QuantizeWrapper, quantize_model, ProgressiveQuantization
+    models/        AkidaNet, the MLPerf Tiny ResNet8 / DSCNN / DenseAutoencoder, MAC counting
+    quantization/  QuantizationPolicy, QuantizeWrapper, QuantizedAdd, quantize_model, ProgressiveQuantization
     sparsity/      pruning callbacks, filter surgery, activity regularizers, sensitivity
     distillation   Distiller (teacher → student)
     export/        export_model → Program → bytecode (docs/bytecode.md), numpy reference
@@ -44,6 +44,8 @@ except _metadata.PackageNotFoundError:  # running from a source tree
 __all__ = [
     "ActivityRegularizer",
     "AkidaNet",
+    "DSCNN",
+    "DenseAutoencoder",
     "DeployResult",
     "Distiller",
     "Emulator",
@@ -55,6 +57,8 @@ __all__ = [
     "ProgressiveQuantization",
     "QuantizationPolicy",
     "QuantizeWrapper",
+    "QuantizedAdd",
+    "ResNet8",
     "__version__",
     "activation_step_sweep",
     "cost_report",
@@ -77,6 +81,10 @@ __all__ = [
 _ATTRIBUTES = {
     "ActivityRegularizer": "sparsity",
     "AkidaNet": "models",
+    "DSCNN": "models",
+    "DenseAutoencoder": "models",
+    "ResNet8": "models",
+    "QuantizedAdd": "quantization",
     "Distiller": "distillation",
     "Emulator": "runtime",
     "EmulatorLayer": "runtime",
