@@ -16,9 +16,11 @@ your own `HardwareProfile`; `get_profile(...)` resolves names and dicts.
 **Rules, per inference** (statistics are averaged over the batch axis):
 
 - *Residency*: weights stay on-chip when all constants plus the largest
-  activation pair of one layer (dense input + output bytes) fit
-  `sram_bytes`; otherwise all constants are re-read from DRAM every inference.
-- *DRAM bytes*: constants when not resident; the input image and the program
+  activation pair of one layer (dense input(s) + output bytes) plus the outputs
+  held for a later residual Add fit `sram_bytes`; otherwise all constants are
+  re-read from DRAM every inference.
+- *DRAM bytes*: constants when not resident; the input image (read by every
+  layer whose input is the image) and the program
   output; input and output of any layer whose pair alone exceeds
   `sram_bytes`. Activations move as `min(dense, sparse)` bytes (raw outputs:
   32 bits a value). *On-chip bytes*: each layer's constants, input, output.
@@ -39,6 +41,8 @@ import math
 import numpy as np
 
 from keras_nna.export.format import STAT_NAMES
+from keras_nna.export.limits import held_bytes
+from keras_nna.export.program import sources
 from keras_nna.runtime.profiles import MB, PROFILES, HardwareProfile, get_profile
 
 __all__ = [
@@ -109,8 +113,12 @@ def estimate_cost(program, stats, profile="nna-1core"):
                          f"{n_layers}-layer program, received {stats.shape}. Pass the "
                          "stats returned by run_with_stats / run_reference for this program.")
     mean = stats.astype(np.float64).mean(axis=0)
+    held = held_bytes(program.layers)  # residual outputs kept for a later Add
     pairs = [_pair_bytes(program, r) for r in program.layers]
-    resident = float(mean[:, STAT_NAMES.index("weight_bytes")].sum()) + max(pairs) <= p.sram_bytes
+    reads_image = [0 in (pair if rec.kind == "add" else pair[:1])
+                   for rec, pair in zip(program.layers, sources(program.layers))]
+    resident = (float(mean[:, STAT_NAMES.index("weight_bytes")].sum()) + max(pairs) + held
+                <= p.sram_bytes)
     layers = []
     for i, rec in enumerate(program.layers):
         # in the order of STAT_NAMES
@@ -118,7 +126,7 @@ def estimate_cost(program, stats, profile="nna-1core"):
         act_out = _act_bytes(rec.out_shape, rec.out_bits or 32, events_out)
         spill = pairs[i] > p.sram_bytes
         dram = (0.0 if resident else wbytes)
-        dram += act_in if (i == 0 or spill) else 0.0
+        dram += act_in if (reads_image[i] or spill) else 0.0
         dram += act_out if (i == n_layers - 1 or spill) else 0.0
         onchip = wbytes + act_in + act_out
         cycles = synops / p.synops_per_cycle_per_core + events_in * p.event_overhead_cycles

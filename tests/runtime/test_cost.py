@@ -1,5 +1,6 @@
 """Tests of the cost model (keras_nna.runtime.cost)."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -217,3 +218,25 @@ def test_cost_report_reads_a_path_and_falls_back_to_the_reference(tmp_path, monk
         cost_report(path, images, executor="emulator")
     with pytest.raises(FileNotFoundError, match="program file '.*missing.nnab' not found"):
         cost_report(tmp_path / "missing.nnab", images)
+
+
+def _residual_program():
+    """fc1 (image -> 3 codes) and an ADD of fc1's output with the image itself."""
+    first = _dense(3, 3, 8, "fc1")
+    add = LayerRecord(kind="add", in_shape=(1, 1, 3), out_shape=(1, 1, 3), in_bits=8, out_bits=8,
+                      src=1, src2=0, name="add")
+    return Program((1, 1, 3), 8, [first, add])
+
+
+@pytest.mark.parametrize("sram,resident", [(1000, True), (50, False)], ids=["fits", "spills"])
+def test_residual_add_reads_the_image_and_both_inputs_count_in_sram(sram, resident):
+    stats = np.array([[[3, 9, 9, 3 * 3 // 2 + 39, 3, 3], [6, 6, 6, 0, 6, 3]]])
+    profile = dataclasses.replace(UNIT, sram_bytes=sram)
+    report = estimate_cost(_residual_program(), stats, profile)
+    fc1, add = report.layers
+    # The ADD reads the image again from DRAM; the statistics do not split its 6 input bytes by
+    # input, so all of them are charged (an upper bound), plus the 3-byte program output.
+    assert add["act_bytes_in"] == 6 and add["dram_bytes"] == 6 + 3
+    # Residency: constants + the largest pair (ADD: two 3-byte inputs + 3-byte output = 9 B).
+    assert report.total["weights_resident"] is resident
+    assert fc1["dram_bytes"] == 3 + (0 if resident else fc1["weight_bytes"])
