@@ -116,7 +116,11 @@ class QuantizedAveragePooling2D(_QuantizedMean, keras.layers.Layer):
         # Window sums via a ones depthwise kernel: exact in float64.
         channels = int(inputs.shape[-1])
         ones = tf.ones((*self.pool_size, channels, 1), x.dtype)
-        total = tf.nn.depthwise_conv2d(x, ones, (1, *self.strides, 1), "VALID")
+        sh, sw = self.strides
+        if sh == sw:
+            total = tf.nn.depthwise_conv2d(x, ones, (1, sh, sw, 1), "VALID")
+        else:  # TensorFlow's depthwise conv needs equal strides: every window, then subsample
+            total = tf.nn.depthwise_conv2d(x, ones, (1, 1, 1, 1), "VALID")[:, ::sh, ::sw, :]
         return self._requantize(total, count, training)
 
     def compute_output_shape(self, input_shape):

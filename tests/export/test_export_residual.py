@@ -130,3 +130,16 @@ CASES = {
 def test_export_refuses(make, match):
     with pytest.raises(ExportError, match=match):
         export_model(make())
+
+
+@pytest.mark.parametrize("pool,strides", [((3, 2), (3, 2)), ((2, 2), (1, 2)), ((25, 5), (15, 15))],
+                         ids=["3x2", "unequal-strides", "ds-cnn-head"])
+def test_average_pooling_with_unequal_windows_and_strides(pool, strides):
+    """TensorFlow's depthwise conv needs equal strides; the quantized pool subsamples instead."""
+    inputs = keras.Input((25, 10, 1))
+    x = L.Conv2D(4, 3, padding="same", activation="relu")(L.Rescaling(1 / 255)(inputs))
+    x = L.Flatten()(L.AveragePooling2D(pool, strides=strides)(x))
+    qmodel = quantize_model(keras.Model(inputs, L.Dense(3)(x)))
+    images = np.random.default_rng(0).integers(0, 256, (6, 25, 10, 1)).astype(np.uint8)
+    outputs, _ = run_reference(export_model(qmodel), images)
+    np.testing.assert_array_equal(outputs, qmodel.predict(images.astype("float32"), verbose=0))
