@@ -59,3 +59,14 @@ def test_meet_a_budget(tmp_path):
     assert json.loads((tmp_path / "meet_a_budget.json").read_text())["rows"] == json.loads(
         json.dumps(rows, default=str))
     assert (tmp_path / "front.png").exists() and (tmp_path / "study.db").exists()
+
+
+def test_bring_your_own_model(tmp_path):
+    """Tutorial 6, quick: keras.applications MobileNet and MLPerf Tiny ResNet-8, unchanged, bit-exact."""
+    result = _load("bring_your_own_model").main(["--quick", "--tasks", "faces", "--models",
+                                                 "MobileNet 0.25,ResNet-8", "--out_dir", str(tmp_path)])
+    rows = result["rows"]
+    assert [r["model"] for r in rows] == ["MobileNet 0.25", "ResNet-8"]
+    assert all(r["bit_exact"] for r in rows)
+    assert rows[0]["params"] == 219_058  # keras.applications MobileNet alpha 0.25, 2 classes, 32x32x3
+    assert (tmp_path / "bring_your_own_model.md").read_text().count("| faces |") == 2
