@@ -67,6 +67,10 @@ VERSIONS = (1, 2)
 MAX_LAYERS = 1024
 """Most instructions a program may hold."""
 
+MAX_EXP_GAP = 16
+"""Largest `|fa - fb|` and `|max(fa, fb) - out_exp|` of an ADD (step exponents of its inputs
+and output); `quantize_model` checks it when it creates a `QuantizedAdd`, the readers again."""
+
 KINDS = {"conv": 1, "depthwise": 2, "separable": 3, "dense": 4, "maxpool": 5, "avgpool": 6,
          "flatten": 7, "add": 8}
 """Layer kind names and their codes in the instruction's `kind` byte."""

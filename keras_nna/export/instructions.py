@@ -24,15 +24,13 @@ import collections
 import numpy as np
 
 from keras_nna.export.codes import read_kernel
-from keras_nna.export.format import KIND_NAMES, KINDS, POOL_RQ, POOLS, RQ_ENTRY, WEIGHTED
+from keras_nna.export.format import KIND_NAMES, KINDS, MAX_EXP_GAP, POOL_RQ, POOLS, RQ_ENTRY, WEIGHTED
 from keras_nna.export.format import fail as _fail
 from keras_nna.export.limits import check_bounds, check_layer_size, check_output_exp
 from keras_nna.export.program import LayerRecord, conv_output_size
 
 __all__ = ["MAX_EXP_GAP", "Value", "parse_instr", "read_constants", "value_name"]
 
-MAX_EXP_GAP = 16
-"""Largest `|fa - fb|` and `|max(fa, fb) - out_exp|` of an ADD."""
 
 Value = collections.namedtuple("Value", "shape bits exp signed image")
 """A tensor a layer reads: shape `(h, w, c)`, code bits, step exponent, signedness, and

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from keras_nna.export.bytecode import accumulator_bounds
-from keras_nna.export.instructions import MAX_EXP_GAP
+from keras_nna.export.format import MAX_EXP_GAP
 from keras_nna.export.program import LayerRecord, same_padding
 from keras_nna.export.refusals import ExportError, layer_error
 from keras_nna.quantization.checks import check_not_keras_quantized

@@ -22,8 +22,11 @@ Example:
 ['FoldRescaling', 'FuseConvBatchNormReLU', 'QuantizeAdd']
 """
 
+import math
+
 import keras
 
+from keras_nna.export.format import MAX_EXP_GAP
 from keras_nna.quantization.add import QuantizedAdd
 from keras_nna.quantization.conversion import float32_copy, unsupported
 from keras_nna.quantization.layer_kinds import layer_kind, quantizable_kind
@@ -201,6 +204,8 @@ class QuantizeAdd:
         check_relu_cap(relu, layer, conv.policy)
         spec = conv.policy.resolve(layer.name, signed=relu is None)
         regularizer = relu.layer.activity_regularizer if relu is not None else None
+        _check_exponent_gaps(layer, [conv.info[t]["step"] for t in op.inputs],
+                             spec["activation_step"])
         new = QuantizedAdd(spec["activation_bits"], spec["activation_step"], relu is not None,
                            name=layer.name, activity_regularizer=regularizer)
         out = relu.outputs[0] if relu is not None else op.outputs[0]
@@ -208,6 +213,18 @@ class QuantizeAdd:
             conv.absorbed.add(id(relu))
         conv.emit(out, new([conv.tensors[t] for t in op.inputs]),
                   {"bits": new.bits, "step": new.step, "signed": new.signed})
+
+
+def _check_exponent_gaps(layer, in_steps, out_step):
+    """The ADD's step exponents must be within `MAX_EXP_GAP` (docs/bytecode.md): checked now,
+    not at export, so the policy can still be fixed."""
+    fa, fb = (-round(math.log2(s)) for s in in_steps)
+    fo = -round(math.log2(out_step))
+    if abs(fa - fb) > MAX_EXP_GAP or abs(max(fa, fb) - fo) > MAX_EXP_GAP:
+        raise unsupported(layer, f": its input steps {in_steps[0]} and {in_steps[1]} and output "
+                          f"step {out_step} are more than 2^{MAX_EXP_GAP} apart (the accelerator "
+                          f"aligns them with shifts of at most {MAX_EXP_GAP}); use closer "
+                          "activation_max / activation bits for the layers around it in the policy")
 
 
 def _check_unsigned_codes(layer, info):

@@ -297,3 +297,14 @@ def test_keras_applications_quantize_predict_fit_on_grid(name):
     assert (len(layers), sum(layer.signed for layer in layers),
             sum(isinstance(layer, QuantizedAdd) for layer in layers)) == (n_coded, n_signed, n_adds)
     _fit_one_step(qmodel, images, 2)
+
+
+def test_add_steps_too_far_apart_are_refused_at_quantize_time():
+    """The ADD aligns its steps with shifts of at most 16: a policy asking for more fails now,
+    naming the Add and both steps, not later at export or emulation."""
+    model = _tail_model(lambda x: L.Flatten()(L.ReLU()(L.Add(name="bad")([x, _signed(x)]))))
+    policy = QuantizationPolicy(overrides={"bad": {"activation_max": 2.0 ** 20}})
+    with pytest.raises(ValueError, match=r"'bad' \(Add\): its input steps 0\.25 and 0\.5 and "
+                                         r"output step 65536\.0 are more than 2\^16 apart"):
+        quantize_model(model, policy)
+    quantize_model(model, QuantizationPolicy(overrides={"bad": {"activation_max": 2.0 ** 12}}))
