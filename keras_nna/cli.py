@@ -196,23 +196,29 @@ def _cmd_inspect(args):
     import numpy as np
 
     from keras_nna.export.format import weight_encodings
+    from keras_nna.export.program import sources
 
     program = _program_arg(args.program, "inspect", parse_limits(args.limit))
     data = program.to_bytes()
     rows = []
     encodings = weight_encodings(data)
+    producers = sources(program.layers)
     for i, rec in enumerate(program.layers):
         weights = [w for w in (rec.weights, rec.weights2) if w is not None]
         nnz = sum(int(np.count_nonzero(w)) for w in weights)
         n = rec.n_weights
         w_bits = f"{rec.w_bits}/{rec.w2_bits}" if rec.kind == "separable" else str(rec.w_bits or "")
-        rows.append([str(i), rec.kind, "x".join(map(str, rec.in_shape)),
-                     "x".join(map(str, rec.out_shape)), f"{rec.in_bits}->{rec.out_bits or 'raw'}",
+        reads = producers[i][:2] if rec.kind == "add" else producers[i][:1]
+        out_bits = f"s{rec.out_bits}" if rec.out_signed else str(rec.out_bits or "raw")
+        rows.append([str(i), rec.kind, "+".join("in" if s == 0 else f"#{s - 1}" for s in reads),
+                     "x".join(map(str, rec.in_shape)), "x".join(map(str, rec.out_shape)),
+                     f"{'s' if rec.in_signed else ''}{rec.in_bits}->{out_bits}",
                      w_bits, f"{n:,}", f"{100 * nnz / n:.1f}%" if n else "", encodings[i],
                      f"{rec.const_bytes:,}"])
-    headers = ["#", "Kind", "Input", "Output", "Bits", "W bits", "Weights", "Non-zero",
+    headers = ["#", "Kind", "From", "Input", "Output", "Bits", "W bits", "Weights", "Non-zero",
                "Encoding", "Bytes"]
-    print(_fmt_table(headers, rows, right_from=6))
+    print(_fmt_table(headers, rows, right_from=7))
+    print("From: the layers read ('in' = the input image); Bits: sN = signed N-bit codes.")
     consts = sum(rec.const_bytes for rec in program.layers)
     print(f"Valid program: {len(data):,} bytes ({len(program.layers)} layers, {consts:,} bytes of "
           f"constants); input {program.input_shape} x {program.input_bits} bits, output "

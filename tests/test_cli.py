@@ -66,6 +66,27 @@ def test_inspect(files, capsys):
     assert "sparse" in out or "dense" in out
 
 
+def test_inspect_shows_the_graph_of_a_residual_program(tmp_path, capsys):
+    """Each row says which layers it reads ('in' = the image) and marks signed codes."""
+    import keras
+
+    from keras_nna.export import export_model
+    from keras_nna.quantization import quantize_model
+
+    inputs = keras.Input((6, 6, 1))
+    x = keras.layers.Conv2D(2, 3, padding="same", activation="relu")(inputs)
+    y = keras.layers.Conv2D(2, 1)(x)  # linear: signed codes
+    s = keras.layers.ReLU()(keras.layers.Add()([x, y]))
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(s)))
+    path = tmp_path / "res.nnab"
+    export_model(quantize_model(model), str(path))
+    assert _main("inspect", path) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line[:1].isdigit()]
+    assert [(r[1], r[2], r[5]) for r in rows] == [
+        ("conv", "in", "8->4"), ("conv", "#0", "4->s4"), ("add", "#0+#1", "4->4"),
+        ("flatten", "#2", "4->4"), ("dense", "#3", "4->raw")]
+
+
 def test_run_writes_outputs(files, capsys):
     out_path = files["dir"] / "out.npy"
     assert _main("run", files["prog"], "--input", files["batch"], "--output", out_path) == 0
