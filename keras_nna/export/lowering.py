@@ -33,7 +33,7 @@ import keras
 from keras_nna.export.lowerers import LOWERERS, Builder, Tensor, no_instruction
 from keras_nna.export.program import Program
 from keras_nna.export.refusals import ExportError, layer_error, validated_bytes
-from keras_nna.quantization.layer_kinds import keras3_type_error, layer_kind
+from keras_nna.quantization.layer_kinds import keras3_type_error, layer_calls, layer_kind
 from keras_nna.quantization.wrapper import is_quantize_wrapper
 
 __all__ = ["export_model", "ExportError"]
@@ -45,30 +45,6 @@ def _export_kind(layer):
 
 def _tensors(value):
     return list(keras.tree.flatten(value))
-
-
-def layer_calls(model, alias=None):
-    """Yields `(layer, input ids, output ids)` of every layer call in topological order,
-    nested models inlined (their inputs and outputs aliased to the outer tensors)."""
-    alias = {} if alias is None else alias
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        try:
-            ins, outs = _tensors(layer.input), _tensors(layer.output)
-        except (AttributeError, ValueError) as err:
-            raise layer_error(layer, "it is called more than once or not connected",
-                              "Call every layer exactly once.") from err
-        if isinstance(layer, keras.Model):  # .input/.output are its own tensors: use its call
-            node = layer._inbound_nodes[0]  # (one call, as keras_nna.sparsity.graph reads it)
-            ins, outs = _tensors(node.input_tensors), _tensors(node.output_tensors)
-            for inner, outer in zip(_tensors(layer.inputs), ins):
-                alias[id(inner)] = alias.get(id(outer), id(outer))
-            yield from layer_calls(layer, alias)
-            for inner, outer in zip(_tensors(layer.outputs), outs):
-                alias[id(outer)] = alias.get(id(inner), id(inner))
-            continue
-        yield layer, [alias.get(id(t), id(t)) for t in ins], [id(t) for t in outs]
 
 
 def _input_shape(model):
@@ -116,7 +92,9 @@ def lower(model):
     in_shape = _input_shape(model)
     builder, alias = Builder(), {}
     values = {id(model.inputs[0]): Tensor(0, in_shape, 8, 0, image=True)}
-    for layer, ins, outs in layer_calls(model, alias):
+    on_error = lambda layer: layer_error(  # noqa: E731
+        layer, "it is called more than once or not connected", "Call every layer exactly once.")
+    for layer, ins, outs, _, _ in layer_calls(model, on_error, alias):
         for t in ins:
             if t not in values:
                 raise layer_error(layer, "it reads a tensor that is not computed from the model "

@@ -26,6 +26,7 @@ Example:
 import keras
 
 from keras_nna.quantization.checks import SUPPORTED_LAYERS
+from keras_nna.quantization.layer_kinds import layer_calls
 from keras_nna.quantization.policy import QuantizationPolicy  # noqa: F401  (doctest)
 
 __all__ = ["Conversion", "Op", "float32_copy", "unsupported"]
@@ -66,34 +67,14 @@ def _resolve(alias, key):
     return key
 
 
-def _shape(tensor):
-    return tuple(tensor.shape)
-
-
 def _flatten(model, alias, ops):
-    """Appends the layer calls of `model` to `ops`, inlining nested models."""
-    for inner, outer in zip(model.inputs, _tensors(alias.get("__inputs__", model.inputs))):
-        alias[id(inner)] = _resolve(alias, id(outer))
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        try:
-            ins, outs = _tensors(layer.input), _tensors(layer.output)
-        except (AttributeError, ValueError) as err:
-            raise ValueError(
-                f"Layer '{layer.name}' is called more than once or not connected; "
-                "quantize_model needs each layer called exactly once."
-            ) from err
-        if isinstance(layer, keras.Model):
-            sub_alias = dict(alias)
-            sub_alias["__inputs__"] = ins
-            _flatten(layer, sub_alias, ops)
-            alias.update({k: v for k, v in sub_alias.items() if k != "__inputs__"})
-            for inner, outer in zip(_tensors(layer.outputs), outs):
-                alias[id(outer)] = _resolve(alias, id(inner))
-            continue
-        ops.append(Op(layer, [_resolve(alias, id(t)) for t in ins], [id(t) for t in outs],
-                      [_shape(t) for t in ins], [_shape(t) for t in outs]))
+    """Appends the layer calls of `model` to `ops`, inlining nested models (`layer_calls`)."""
+    def called_twice(layer):
+        return ValueError(f"Layer '{layer.name}' is called more than once or not connected; "
+                          "quantize_model needs each layer called exactly once.")
+
+    for layer, ins, outs, in_shapes, out_shapes in layer_calls(model, called_twice, alias):
+        ops.append(Op(layer, ins, outs, in_shapes, out_shapes))
 
 
 def unsupported(layer, why=""):

@@ -53,6 +53,7 @@ __all__ = [
     "is_relu_activation",
     "iter_layers",
     "keras3_type_error",
+    "layer_calls",
     "layer_kind",
     "quantizable_kind",
     "register_kind",
@@ -229,6 +230,64 @@ def unwrap(layer):
     while isinstance(layer, _L.Wrapper):
         layer = layer.layer
     return layer
+
+
+def _tensors(value):
+    return list(keras.tree.flatten(value))
+
+
+def layer_calls(model, on_error=None, alias=None):
+    """Yields every layer call of `model` in topological order, nested models inlined.
+
+    One walk for `quantize_model` and `export_model`. A nested model's own
+    input and output tensors are aliased to the outer tensors of its call, so
+    every id a caller sees is the id of one tensor of the flattened graph.
+
+    Args:
+        model: A built functional or Sequential Keras model.
+        on_error: `layer -> Exception` raised for a layer that is called more
+            than once or not connected. Defaults to `None` (a `ValueError`
+            naming the layer).
+        alias: Dict filled during the walk with `{tensor id: id it stands
+            for}`; pass one to resolve the model's output ids afterwards.
+            Defaults to `None` (a private dict).
+
+    Yields:
+        `(layer, input ids, output ids, input shapes, output shapes)`.
+
+    Example:
+
+    >>> inner = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="b")], name="inner")
+    >>> x = keras.Input((3,))
+    >>> outer = keras.Model(x, keras.layers.Dense(1, name="c")(inner(x)))
+    >>> calls = list(layer_calls(outer))
+    >>> [layer.name for layer, *_ in calls], calls[1][1] == calls[0][2]
+    (['b', 'c'], True)
+    """
+    alias = {} if alias is None else alias
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        try:
+            ins, outs = _tensors(layer.input), _tensors(layer.output)
+            if isinstance(layer, keras.Model):  # .input/.output are its own tensors: use its call
+                node = layer._inbound_nodes[0]  # (one call, as keras_nna.sparsity.graph reads it)
+                ins, outs = _tensors(node.input_tensors), _tensors(node.output_tensors)
+        except (AttributeError, ValueError, IndexError) as err:
+            if on_error is not None:
+                raise on_error(layer) from err
+            raise ValueError(f"Layer '{layer.name}' ({type(layer).__name__}) is called more than "
+                             "once or not connected; expected every layer called exactly once. "
+                             "Build the model so that each layer is called once.") from err
+        if isinstance(layer, keras.Model):
+            for inner, outer in zip(_tensors(layer.inputs), ins):
+                alias[id(inner)] = alias.get(id(outer), id(outer))
+            yield from layer_calls(layer, on_error, alias)
+            for inner, outer in zip(_tensors(layer.outputs), outs):
+                alias[id(outer)] = alias.get(id(inner), id(inner))
+            continue
+        yield (layer, [alias.get(id(t), id(t)) for t in ins], [id(t) for t in outs],
+               [tuple(t.shape) for t in ins], [tuple(t.shape) for t in outs])
 
 
 def iter_layers(model):

@@ -308,3 +308,21 @@ def test_add_steps_too_far_apart_are_refused_at_quantize_time():
                                          r"output step 65536\.0 are more than 2\^16 apart"):
         quantize_model(model, policy)
     quantize_model(model, QuantizationPolicy(overrides={"bad": {"activation_max": 2.0 ** 12}}))
+
+
+def test_nested_residual_model_is_flattened_with_the_outer_rescaling_folded():
+    """One graph walk (layer_kinds.layer_calls) for quantize_model and export_model: a residual
+    block inside a nested model connects to the outer tensors of its call."""
+    from keras_nna import deploy
+
+    i = keras.Input((8, 8, 3))
+    x = L.Conv2D(4, 3, padding="same", activation="relu")(i)
+    inner = keras.Model(i, L.ReLU()(L.Add()([x, L.Conv2D(4, 1)(x)])), name="inner")
+    outer_in = keras.Input((8, 8, 3))
+    y = L.Dense(2)(L.Flatten()(inner(L.Rescaling(1 / 255)(outer_in))))
+    qmodel = quantize_model(keras.Model(outer_in, y))
+    assert qmodel.layers[1].input_scale == pytest.approx(1 / 255)
+    images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3)).astype(np.uint8)
+    result = deploy(qmodel, images, profile=None, executor="reference")
+    assert result.bit_exact
+    assert [r.kind for r in result.program.layers] == ["conv", "conv", "add", "flatten", "dense"]
