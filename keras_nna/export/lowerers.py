@@ -207,6 +207,18 @@ def _unsigned_codes(layer, t):
                           "take ReLU outputs", "Add a ReLU before the pooling layer.")
 
 
+def _single_window_strides(t, pool, strides, out_hw, pads):
+    """Strides of an axis with one output position do not matter: the smallest equivalent one.
+
+    ResNet-8's head averages a 24x24 map with stride 24 (the format holds 1..15). With the
+    explicit pads of the instruction, stride `padded size - window + 1` gives the same single
+    window (`out = (padded - k) // s + 1 = 1`).
+    """
+    padded = (t.shape[0] + pads[0] + pads[2], t.shape[1] + pads[1] + pads[3])
+    return tuple(s if o != 1 else min(s, n - k + 1)
+                 for s, o, n, k in zip(strides, out_hw, padded, pool))
+
+
 def lower_maxpool(layer, ins, builder):
     if not isinstance(layer, keras.layers.MaxPooling2D):
         _no_instruction(layer)
@@ -215,6 +227,7 @@ def lower_maxpool(layer, ins, builder):
     cfg = layer.get_config()
     pool, strides = tuple(cfg["pool_size"]), tuple(cfg["strides"] or cfg["pool_size"])
     (oh, ow), pads = _spatial(layer, t, pool, strides, cfg["padding"])
+    strides = _single_window_strides(t, pool, strides, (oh, ow), pads)
     return builder.emit(LayerRecord("maxpool", t.shape, (oh, ow, t.shape[2]), t.bits, t.bits,
                                     t.exp, pool=pool, strides=strides, pads=pads,
                                     name=layer.name, src=t.src), layer)
@@ -233,7 +246,8 @@ def lower_avgpool(layer, ins, builder):
         pool, strides = t.shape[:2], (1, 1)
     else:
         pool, strides = layer.pool_size, layer.strides
-    (oh, ow), _ = _spatial(layer, t, pool, strides, "valid")
+    (oh, ow), pads = _spatial(layer, t, pool, strides, "valid")
+    strides = _single_window_strides(t, pool, strides, (oh, ow), pads)
     m, s = reciprocal_multiplier(pool[0] * pool[1])
     return builder.emit(LayerRecord("avgpool", t.shape, (oh, ow, t.shape[2]), t.bits, t.bits,
                                     t.exp, pool=pool, strides=strides, m=np.array([m]),

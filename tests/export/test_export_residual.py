@@ -143,3 +143,19 @@ def test_average_pooling_with_unequal_windows_and_strides(pool, strides):
     images = np.random.default_rng(0).integers(0, 256, (6, 25, 10, 1)).astype(np.uint8)
     outputs, _ = run_reference(export_model(qmodel), images)
     np.testing.assert_array_equal(outputs, qmodel.predict(images.astype("float32"), verbose=0))
+
+
+@pytest.mark.parametrize("pool,padding", [("avg", "valid"), ("max", "valid"), ("max", "same")],
+                         ids=["avgpool", "maxpool-valid", "maxpool-same"])
+def test_pool_over_the_whole_map_with_a_stride_beyond_the_format(pool, padding):
+    """ResNet-8 at 96x96 averages a 24x24 map with stride 24: one window, exported with the
+    smallest equivalent stride (the format holds 1..15), same output."""
+    inputs = keras.Input((24, 24, 1))
+    x = L.Conv2D(3, 3, padding="same", activation="relu")(L.Rescaling(1 / 255)(inputs))
+    layer = L.AveragePooling2D(24) if pool == "avg" else L.MaxPooling2D(24, padding=padding)
+    qmodel = quantize_model(keras.Model(inputs, L.Dense(2)(L.Flatten()(layer(x)))))
+    program = export_model(qmodel)
+    assert program.layers[1].strides == (1, 1)  # 24 + pads 0 - window 24 + 1
+    images = np.random.default_rng(0).integers(0, 256, (4, 24, 24, 1)).astype(np.uint8)
+    outputs, _ = run_reference(program, images)
+    np.testing.assert_array_equal(outputs, qmodel.predict(images.astype("float32"), verbose=0))
