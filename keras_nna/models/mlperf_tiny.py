@@ -31,9 +31,6 @@ Deviations from the references, all required by keras_nna:
   and flattens it; its output is the raw `Dense(640)` reconstruction.
 - **BatchNormalization momentum 0.9** (Keras: 0.99), configurable with
   `bn_momentum`; see `keras_nna.models.AkidaNet` for why 0.9 suits short runs.
-- The DS-CNN's average pool has strides (15, 15), not its 24×5 window (the
-  bytecode allows strides up to 15, and the quantized pool needs equal ones):
-  the map holds one window either way, so the output is the same.
 - ReLUs are `keras.layers.ReLU` layers (the references use
   `Activation("relu")`; same function, and `max_value` can cap them).
 
@@ -160,8 +157,8 @@ def DSCNN(input_shape=(49, 10, 1), classes=12, filters=64, bn_momentum=0.9,  # l
     then four depthwise-separable blocks `i` = 1..4: `dw_{i}`
     (DepthwiseConv2D 3×3) → BN → ReLU → `pw_{i}` (Conv2D 1×1) → BN → ReLU;
     head: `dropout` (0.4), `avg_pool` of `(H // 2, W // 2)` (as the reference:
-    24×5 on the 25×5 map, its last row is not averaged; strides (15, 15) for
-    the accelerator, which leave the one output position unchanged),
+    24×5 on the 25×5 map, its last row is not averaged; the exporter writes
+    the one window with a stride the bytecode holds),
     `flatten`,
     `classifier` (Dense logits). Convolutions have biases and L2
     `weight_decay` as in the reference. The input is the 49-frame ×
@@ -209,24 +206,10 @@ def DSCNN(input_shape=(49, 10, 1), classes=12, filters=64, bn_momentum=0.9,  # l
         x = _L.ReLU(name=f"pw_{i}_relu")(_bn(x, bn_momentum, f"pw_{i}_bn"))
     x = _L.Dropout(0.4, name="dropout")(x)
     pool = (max(1, input_shape[0] // 2), max(1, input_shape[1] // 2))
-    x = _L.AveragePooling2D(pool_size=pool, strides=_pool_strides(x.shape[1:3], pool),
-                            name="avg_pool")(x)
+    x = _L.AveragePooling2D(pool_size=pool, name="avg_pool")(x)
     x = _L.Flatten(name="flatten")(x)
     x = _L.Dense(classes, name="classifier")(x)
     return keras.Model(inputs, x, name=name)
-
-
-def _pool_strides(size, pool):
-    """Equal strides <= 15 giving the reference's single output position, else the window.
-
-    The reference's strides equal its window (24, 5); the bytecode allows strides
-    up to 15 and the quantized pool needs equal strides on both axes. Where the
-    map holds exactly one window per axis either way, the average is the same.
-    """
-    s = min(15, max(pool))
-    if all((n - p) // p == 0 and (n - p) // s == 0 for n, p in zip(size, pool)):
-        return (s, s)
-    return pool
 
 
 def DenseAutoencoder(input_shape=(5, 128, 1), units=128, bottleneck=8,  # long: docstring
