@@ -27,7 +27,8 @@ epochs) and both rows are reported. Nothing is tuned on the test set.
     python benchmarks/mlperf_tiny.py            # full run (~20-25 min on 2 shared cores)
     python benchmarks/mlperf_tiny.py --quick    # smoke run: tiny data, 1 epoch
 
-Prints a markdown table and writes benchmarks/results/mlperf_tiny.json.
+Prints a markdown table and writes benchmarks/results/mlperf_tiny.json
+(`--quick` writes /tmp/mlperf_tiny_quick.json unless `--out` is given).
 """
 
 import sys
