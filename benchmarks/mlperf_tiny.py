@@ -31,6 +31,8 @@ Prints a markdown table and writes benchmarks/results/mlperf_tiny.json
 (`--quick` writes /tmp/mlperf_tiny_quick.json unless `--out` is given).
 """
 
+import os
+import subprocess
 import sys
 import time
 
@@ -233,6 +235,16 @@ def _table(results):
     return "\n".join(lines)
 
 
+def _git_commit():
+    """The source tree's HEAD commit (the numbers belong to it), or None outside git."""
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=os.path.dirname(os.path.abspath(__file__)),
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def main(argv):
     del argv
     quick = FLAGS.quick
@@ -246,6 +258,7 @@ def main(argv):
     out = {
         "command": "python " + " ".join(sys.argv),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "git_commit": _git_commit(),
         "data": "Offline stand-ins built from Fashion-MNIST (/usr/share/datasets/fashion-mnist), "
                 "not the MLPerf Tiny data sets (nothing downloaded): " + "; ".join(
                     f"{k}: {v}" for k, v in DATA.items() if k in results),
