@@ -236,7 +236,7 @@ def _table(results):
 
 
 def _git_commit():
-    """The source tree's HEAD commit (the numbers belong to it), or None outside git."""
+    """The source tree's HEAD commit, or None outside git."""
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                               cwd=os.path.dirname(os.path.abspath(__file__)),
@@ -248,6 +248,7 @@ def _git_commit():
 def main(argv):
     del argv
     quick = FLAGS.quick
+    commit = _git_commit()  # at start: the code this run imports
     log("loading and resizing Fashion-MNIST")
     tasks = _tasks(quick)
     results = {}
@@ -258,7 +259,7 @@ def main(argv):
     out = {
         "command": "python " + " ".join(sys.argv),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "git_commit": _git_commit(),
+        "git_commit": commit,
         "data": "Offline stand-ins built from Fashion-MNIST (/usr/share/datasets/fashion-mnist), "
                 "not the MLPerf Tiny data sets (nothing downloaded): " + "; ".join(
                     f"{k}: {v}" for k, v in DATA.items() if k in results),
