@@ -27,7 +27,7 @@ Example:
 
 >>> import keras_nna
 >>> sorted(keras_nna.__all__)[:3]
-['ActivityRegularizer', 'AkidaNet', 'DeployResult']
+['ActivityRegularizer', 'AkidaNet', 'DSCNN']
 """
 
 import importlib
