@@ -14,8 +14,8 @@ import pytest
 from tests.export.test_bitexact import _check_three_way
 from tests.model_zoo import make_residual_case
 
-SEEDS = [0, 4, 8]
-SLOW_SEEDS = [1, 2, 3, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15]
+SEEDS = [4, 8]  # the two that cover every block (test below); the rest run with -m slow
+SLOW_SEEDS = [0, 1, 2, 3, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15]
 
 
 @functools.lru_cache(maxsize=None)

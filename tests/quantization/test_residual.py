@@ -279,8 +279,8 @@ APP_ARGS = {"input_shape": (96, 96, 3), "weights": None, "classes": 2,
             "classifier_activation": None}
 
 
-@pytest.mark.parametrize("name", [
-    "mobilenet",
+@pytest.mark.parametrize("name", [  # all slow: tests/test_applications.py runs MobileNet by default
+    pytest.param("mobilenet", marks=pytest.mark.slow),
     pytest.param("mobilenet_v2", marks=pytest.mark.slow),
     pytest.param("resnet50", marks=pytest.mark.slow),
 ])
