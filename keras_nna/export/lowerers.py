@@ -17,7 +17,6 @@ Example:
 """
 
 import dataclasses
-import math
 
 import keras
 import numpy as np
@@ -31,7 +30,7 @@ from keras_nna.quantization.pooling import (
     QuantizedAveragePooling2D,
     QuantizedGlobalAveragePooling2D,
 )
-from keras_nna.quantization.quantizers import reciprocal_multiplier
+from keras_nna.quantization.quantizers import reciprocal_multiplier, step_exponent
 
 __all__ = ["Builder", "LOWERERS", "Tensor", "lower_zeropad", "no_instruction"]
 
@@ -177,7 +176,7 @@ def _wrapper_record(layer, t):
     _set_requantization(layer, rec, s, t.exp)
     if s["activation_bits"]:
         rec.out_bits = s["activation_bits"]
-        rec.out_exp = -int(round(math.log2(s["activation_step"])))
+        rec.out_exp = step_exponent(s["activation_step"])
         rec.out_signed = bool(s.get("signed", False))
     return rec
 
@@ -239,7 +238,7 @@ def lower_avgpool(layer, ins, builder):
         _no_instruction(layer)
     t = _one_input(layer, ins)
     _unsigned_codes(layer, t)
-    if (layer.bits, -int(round(math.log2(layer.step)))) != (t.bits, t.exp):
+    if (layer.bits, step_exponent(layer.step)) != (t.bits, t.exp):
         raise layer_error(layer, f"its bits/step ({layer.bits}, {layer.step}) differ from its "
                           f"input's ({t.bits}, {2.0 ** -t.exp})", "Re-run quantize_model.")
     if isinstance(layer, QuantizedGlobalAveragePooling2D):
@@ -303,7 +302,7 @@ def lower_add(layer, ins, builder):
     a, b = (_one_input(layer, [t]) for t in ins)
     if a.shape != b.shape:
         raise layer_error(layer, f"its inputs have shapes {a.shape} and {b.shape}, expected equal")
-    fo = -int(round(math.log2(layer.step)))
+    fo = step_exponent(layer.step)
     big = max(a.exp, b.exp)
     if abs(a.exp - b.exp) > MAX_EXP_GAP or abs(big - fo) > MAX_EXP_GAP:
         raise layer_error(layer, f"its input steps 2^-{a.exp}, 2^-{b.exp} and output step "

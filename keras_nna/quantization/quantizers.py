@@ -38,6 +38,7 @@ from keras_nna._checks import check_number
 __all__ = [
     "check_bits",
     "check_step",
+    "step_exponent",
     "weight_qmax",
     "activation_qmax",
     "activation_range",
@@ -92,6 +93,17 @@ def check_bits(bits, kind, name=None, arg=None):
             f"received {bits!r}. Set a supported width in the QuantizationPolicy."
         )
     return int(bits)
+
+
+def step_exponent(step):
+    """The exponent `f` of a power-of-two step `2^-f` (the `out_exp` of the bytecode).
+
+    Example:
+
+    >>> step_exponent(0.25), step_exponent(4.0)
+    (2, -2)
+    """
+    return -int(round(math.log2(step)))
 
 
 def check_step(step, name=None):

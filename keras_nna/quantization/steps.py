@@ -22,8 +22,6 @@ Example:
 ['FoldRescaling', 'FuseConvBatchNormReLU', 'QuantizeAdd']
 """
 
-import math
-
 import keras
 
 from keras_nna.export.format import MAX_EXP_GAP
@@ -34,6 +32,7 @@ from keras_nna.quantization.pooling import (
     QuantizedAveragePooling2D,
     QuantizedGlobalAveragePooling2D,
 )
+from keras_nna.quantization.quantizers import step_exponent
 from keras_nna.quantization.wrapper import QuantizeWrapper
 
 __all__ = ["STEPS", "check_relu_cap"]
@@ -218,8 +217,8 @@ class QuantizeAdd:
 def _check_exponent_gaps(layer, in_steps, out_step):
     """The ADD's step exponents must be within `MAX_EXP_GAP` (docs/bytecode.md): checked now,
     not at export, so the policy can still be fixed."""
-    fa, fb = (-round(math.log2(s)) for s in in_steps)
-    fo = -round(math.log2(out_step))
+    fa, fb = (step_exponent(s) for s in in_steps)
+    fo = step_exponent(out_step)
     if abs(fa - fb) > MAX_EXP_GAP or abs(max(fa, fb) - fo) > MAX_EXP_GAP:
         raise unsupported(layer, f": its input steps {in_steps[0]} and {in_steps[1]} and output "
                           f"step {out_step} are more than 2^{MAX_EXP_GAP} apart (the accelerator "
