@@ -1,11 +1,11 @@
 """Bytecode writer and validating reader (format: `docs/bytecode.md`).
 
-`write_program` turns a `Program` into bytes of format version 2: a 32-byte
+`write_program` turns a `Program` into bytes of format version 3: a 32-byte
 header, 64-byte instructions (each naming its producers `src`/`src2`), a
-constant pool (kernels bit-packed at their width, dense or bitmap-sparse,
-whichever is smaller; 13-byte requantization entries) and a CRC-32.
-`read_program` parses untrusted bytes of version 1 (a chain) or 2 (a DAG)
-back into a `Program` and raises `BytecodeError` naming the offending field
+constant pool (kernels bit-packed at their width, 1 to 8 bits, dense or
+bitmap-sparse, whichever is smaller; 13-byte requantization entries) and a
+CRC-32. `read_program` parses untrusted bytes of version 1 (a chain), 2 (a
+DAG) or 3 (version 2 with 1-bit kernels allowed) back into a `Program` and raises `BytecodeError` naming the offending field
 on anything wrong: no length field is trusted. The per-instruction rules
 live in `keras_nna.export.instructions`, the bit packing in
 `keras_nna.export.codes`.
@@ -21,7 +21,7 @@ Example:
 >>> len(data), read_program(data).layers[0].weights.tolist()
 (129, [[1, -7], [0, 0], [3, 2]])
 >>> data[4], read_program(data).layers[0].src
-(2, 0)
+(3, 0)
 """
 
 import struct

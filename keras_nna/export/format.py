@@ -14,7 +14,7 @@ Example:
 Traceback (most recent call last):
 ...
 keras_nna.export.format.BytecodeError: Invalid program: header: unsupported format version 0 \
-(this reader reads versions 1 and 2)
+(this reader reads versions 1, 2 and 3)
 >>> INSTR_OFFSETS["w_enc"], KIND_NAMES[3], STAT_NAMES[1]
 (26, 'separable', 'synops')
 """
@@ -40,6 +40,7 @@ __all__ = [
     "KIND_NAMES",
     "MAGIC",
     "MAX_LAYERS",
+    "MIN_VERSION_W_BITS_1",
     "POOLS",
     "POOL_RQ",
     "RQ_ENTRY",
@@ -52,17 +53,22 @@ __all__ = [
     "instruction",
     "peek_header",
     "program_bytes",
+    "versions_text",
     "weight_encodings",
 ]
 
 MAGIC = b"NNAB"
 """The first four bytes of every program."""
 
-VERSION = 2
+VERSION = 3
 """The format version this package writes (every program it writes)."""
 
-VERSIONS = (1, 2)
-"""The format versions this package reads (version 1: a chain, bytes 57..63 zero)."""
+VERSIONS = (1, 2, 3)
+"""The format versions this package reads (version 1: a chain, bytes 57..63 zero; version 2:
+a DAG; version 3: version 2 whose kernels may also be 1-bit, `w_bits`/`w2_bits` 1)."""
+
+MIN_VERSION_W_BITS_1 = 3
+"""The first format version whose kernels may be 1-bit (`w_bits` or `w2_bits` 1)."""
 
 MAX_LAYERS = 1024
 """Most instructions a program may hold."""
@@ -164,6 +170,21 @@ def fail(where, msg):
     raise BytecodeError(f"Invalid program: {where}: {msg}")
 
 
+def versions_text():
+    """The versions this package reads, in words.
+
+    Returns:
+        `"1, 2 and 3"` for `VERSIONS = (1, 2, 3)`.
+
+    Example:
+
+    >>> versions_text()
+    '1, 2 and 3'
+    """
+    *head, last = (str(v) for v in VERSIONS)
+    return f"{', '.join(head)} and {last}" if head else last
+
+
 def crc32(data):
     """CRC-32 (zlib polynomial) as stored in a program's last four bytes.
 
@@ -215,7 +236,7 @@ def peek_header(data):
                        "(not a keras_nna program)")
     if header.version not in VERSIONS:
         fail("header", f"unsupported format version {header.version} (this reader reads "
-                       "versions 1 and 2)")
+                       f"versions {versions_text()})")
     if not 1 <= header.n_layers <= MAX_LAYERS:
         fail("header", f"n_layers {header.n_layers} received, expected 1..{MAX_LAYERS}")
     total = HEADER.size + INSTR.size * header.n_layers + header.pool_size + CRC.size

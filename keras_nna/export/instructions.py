@@ -24,7 +24,8 @@ import collections
 import numpy as np
 
 from keras_nna.export.codes import read_kernel
-from keras_nna.export.format import KIND_NAMES, KINDS, MAX_EXP_GAP, POOL_RQ, POOLS, RQ_ENTRY, WEIGHTED
+from keras_nna.export.format import (KIND_NAMES, KINDS, MAX_EXP_GAP, MIN_VERSION_W_BITS_1, POOL_RQ,
+                                     POOLS, RQ_ENTRY, WEIGHTED)
 from keras_nna.export.format import fail as _fail
 from keras_nna.export.limits import check_bounds, check_layer_size, check_output_exp
 from keras_nna.export.program import LayerRecord, conv_output_size
@@ -138,7 +139,7 @@ def parse_instr(f, i, version, values, last):
     Args:
         f: The `Instr` of layer `i`.
         i: Its index.
-        version: The program's format version (1 or 2).
+        version: The program's format version (1, 2 or 3).
         values: `Value`s of the tensors produced so far: `values[0]` the input
             image, `values[j]` the output of layer `j - 1` (`j <= i`).
         last: Whether `f` is the program's last instruction.
@@ -173,6 +174,8 @@ def parse_instr(f, i, version, values, last):
         _fail(where, f"pools keep kh = kw = 1 (window in pool_h/pool_w), got {(f.kh, f.kw)}")
     if kind not in WEIGHTED and f.acc_wide:
         _fail(where, "acc_wide must be 0 for pools, flatten and add")
+    if kind in WEIGHTED:
+        _check_weight_bits(f, version, where)
     check_layer_size(f, where)
     rec = LayerRecord(kind, (f.in_h, f.in_w, f.in_c), out_shape, f.in_bits, f.out_bits,
                       f.out_exp, (f.kh, f.kw), (f.stride_h, f.stride_w), _pads(f),
@@ -180,6 +183,20 @@ def parse_instr(f, i, version, values, last):
                       name=f"{kind}_{i}", const_bytes=f.w_len + f.w2_len + f.rq_len, src=src,
                       src2=src2, out_signed=bool(f.out_signed), in_signed=a.signed)
     return rec, where
+
+
+def _check_weight_bits(f, version, where):
+    """`w_bits` (and `w2_bits` of a separable) in 1..8; 1 only from format version 3."""
+    fields = (("w_bits", f.w_bits),) + ((("w2_bits", f.w2_bits),)
+                                        if KIND_NAMES[f.kind] == "separable" else ())
+    for name, bits in fields:
+        if not 1 <= bits <= 8:
+            _fail(where, f"{name} {bits} received, expected 1..8 (1 needs format version "
+                         f"{MIN_VERSION_W_BITS_1})")
+        if bits == 1 and version < MIN_VERSION_W_BITS_1:
+            _fail(where, f"{name} 1 needs format version {MIN_VERSION_W_BITS_1} (received a "
+                         f"version-{version} program, whose kernels have 2..8 bits); re-export "
+                         "the model")
 
 
 def _pads(f):

@@ -84,8 +84,8 @@ BAD_PROGRAMS = [
     ("empty", lambda d: b"", r"0 bytes received, expected at least 36"),
     ("short", lambda d: d[:20], r"20 bytes received, expected at least 36"),
     ("magic", lambda d: b"XNAB" + d[4:], r"magic b'XNAB' received, expected b'NNAB'"),
-    ("version", lambda d: d[:4] + b"\x03\x00" + d[6:],
-     r"unsupported format version 3 \(this reader reads versions 1 and 2\)"),
+    ("version", lambda d: d[:4] + b"\x04\x00" + d[6:],
+     r"unsupported format version 4 \(this reader reads versions 1, 2 and 3\)"),
     ("no-layers", lambda d: d[:6] + b"\x00\x00" + d[8:], r"n_layers 0 received, expected 1..1024"),
     ("many-layers", lambda d: d[:6] + b"\x01\x04" + d[8:], r"n_layers 1025 received"),
     ("truncated", lambda d: d[:-9], r"sizes imply \d+ bytes, the file has \d+ \(truncated"),
@@ -111,7 +111,7 @@ def test_read_program_rejects(data, corrupt, match):
 @pytest.mark.parametrize("header,match", [
     (_header(magic=b"ONNX") + bytes(68), "magic b'ONNX' received"),
     (_header(version=0) + bytes(68), r"unsupported format version 0 \(this reader reads "
-                                     r"versions 1 and 2\)"),
+                                     r"versions 1, 2 and 3\)"),
     (_header(pool_size=10) + bytes(68), "sizes imply 110 bytes, the file has 100"),
 ], ids=["magic", "version", "size"])
 def test_peek_header_rejects(header, match):

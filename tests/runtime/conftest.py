@@ -17,7 +17,24 @@ from keras_nna.export.format import (CRC, HEADER, INSTR, KINDS, MAGIC, POOL_RQ, 
                                      WEIGHTED, crc32)
 from keras_nna.export.reference import run_reference as _reference
 
-pack_values = pack_codes  # b-bit two's complement fields, LSB first
+pack_values = pack_codes  # b-bit two's complement fields, LSB first (1 bit: 1 = +1, 0 = -1)
+
+
+def random_codes(rng, bits, shape, density):
+    """Random `bits`-bit kernel codes (1 bit: -1/+1), about `density` of them non-zero
+    (half the 1-bit kernels have no zero: the dense 1-bit encoding)."""
+    lim = max(1, (1 << (bits - 1)) - 1)
+    w = rng.integers(-lim, lim + 1, shape)
+    if bits == 1:
+        w[w == 0] = 1
+        density = 1.0 if rng.random() < 0.5 else density
+    return w * (rng.random(shape) < density)
+
+
+def kernel_encoding(rng, w, bits):
+    """A random encoding (0 dense, 1 sparse); sparse when a 1-bit kernel has a zero code."""
+    enc = int(rng.integers(0, 2))
+    return 1 if bits == 1 and not np.all(w) else enc
 
 
 def encode_kernel(w, bits, enc):
@@ -136,15 +153,13 @@ def random_program(rng, kinds=None, in_shape=None, batch=3, raw_last=None):
             oc = int(rng.integers(1, 7))
             shape = (cur[2], oc)
         if kind in WEIGHTED:
-            L["w_bits"] = int(rng.integers(2, 9))
-            lim = (1 << (L["w_bits"] - 1)) - 1
-            L["w"] = rng.integers(-lim, lim + 1, shape) * (rng.random(shape) < rng.uniform(0.3, 1))
-            L["w_enc"] = int(rng.integers(0, 2))
+            L["w_bits"] = int(rng.integers(1, 9))  # 1..8 (1: codes -1/+1, format version 3)
+            L["w"] = random_codes(rng, L["w_bits"], shape, rng.uniform(0.3, 1))
+            L["w_enc"] = kernel_encoding(rng, L["w"], L["w_bits"])
             if kind == "separable":
-                L["w2_bits"] = int(rng.integers(2, 9))
-                lim2 = (1 << (L["w2_bits"] - 1)) - 1
-                L["w2"] = rng.integers(-lim2, lim2 + 1, (cur[2], oc)) * (rng.random((cur[2], oc)) < 0.7)
-                L["w2_enc"] = int(rng.integers(0, 2))
+                L["w2_bits"] = int(rng.integers(1, 9))
+                L["w2"] = random_codes(rng, L["w2_bits"], (cur[2], oc), 0.7)
+                L["w2_enc"] = kernel_encoding(rng, L["w2"], L["w2_bits"])
             L["out_bits"] = 0 if (last and raw_last) else int(rng.integers(1, 9))
             L["out_exp"] = 0 if L["out_bits"] == 0 else int(rng.integers(-3, 8))
             L["acc_wide"] = int(rng.integers(0, 2))
@@ -171,4 +186,4 @@ def random_program(rng, kinds=None, in_shape=None, batch=3, raw_last=None):
 def nna():
     return types.SimpleNamespace(
         write=write, fix_crc=fix_crc, run_reference=run_reference, random_program=random_program,
-        pack_values=pack_values, shapes=shapes, INSTR=INSTR, HEADER=HEADER, KINDS=KINDS)
+        random_codes=random_codes, pack_values=pack_values, shapes=shapes, INSTR=INSTR, HEADER=HEADER, KINDS=KINDS)

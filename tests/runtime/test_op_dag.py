@@ -219,13 +219,13 @@ def test_run_reference_agrees(programs):
 
 def test_export_writer_round_trip(programs):
     """keras_nna.export reads each program and writes it again (its own encoding choices, version
-    2); the op runs the rewritten bytes to the same outputs and statistics but weight_bytes."""
+    3); the op runs the rewritten bytes to the same outputs and statistics but weight_bytes."""
     from keras_nna.export import read_program, write_program
 
     for name, dag in programs.items():
         data, out, stats = dag.program()
         rewritten = write_program(read_program(data))
-        assert rewritten[4:6] == b"\x02\x00", name  # the writer writes version 2
+        assert rewritten[4:6] == b"\x03\x00", name  # the writer writes version 3
         got, got_stats = nna_run(rewritten, dag.images)
         np.testing.assert_array_equal(got.numpy(), out, err_msg=name)
         np.testing.assert_array_equal(np.delete(got_stats.numpy(), 3, 2), np.delete(stats, 3, 2), err_msg=name)

@@ -91,8 +91,8 @@ def test_input_shape_from_src():
 def test_versions():
     dag = residual_convs(0)
     data = dag.program()[0]
-    _rejects(_header_version(data, 3), dag.images,
-             r"unsupported format version 3 \(this reader reads versions 1 and 2\)")
+    _rejects(_header_version(data, 4), dag.images,
+             r"unsupported format version 4 \(this reader reads versions 1, 2 and 3\)")
     _rejects(_header_version(data, 1), dag.images, "reserved byte 57: expected 0 in a version-1 program")
     d = _v1_with_add()  # version 1 has no src2: ADD cannot be expressed (the op's rule)
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"kind 8 \(ADD\) needs format version 2"):

@@ -1,4 +1,4 @@
-// keras_nna bytecode (docs/bytecode.md, versions 1 and 2): parsing and validation.
+// keras_nna bytecode (docs/bytecode.md, versions 1, 2 and 3): parsing and validation.
 //
 // ParseProgram() turns untrusted bytes into a typed, fully validated Program
 // (program_parse*.cc). Kernels (run_image.h) only ever see a Program that

@@ -85,6 +85,7 @@ bool ParseCommon(const uint8_t* p, bool last, int version, const Program& prog, 
   in->rq_off = U32(p + 44); in->rq_len = U32(p + 48);
   in->pool_h = U16(p + 52); in->pool_w = U16(p + 54);
   in->acc_wide = p[56];
+  in->version = version;
   if (!ParseFlow(p, version, L, fail)) return false;
   const Producer a = ProducerOf(prog, L->src);
   const std::string from = version == 1 ? "the previous layer" : "its src, " + a.name;
@@ -193,8 +194,8 @@ bool ParseFraming(const uint8_t* data, size_t size, int* version, int* n_layers,
     return fail("bad magic: expected \"NNAB\" at offset 0 (is this a keras_nna program?)");
   }
   *version = U16(data + 4);
-  if (*version != 1 && *version != 2) {
-    return fail("header.version: unsupported format version ", *version, " (this reader reads versions 1 and 2)");
+  if (*version < 1 || *version > 3) {
+    return fail("header.version: unsupported format version ", *version, " (this reader reads versions 1, 2 and 3)");
   }
   *n_layers = U16(data + 6);
   if (*n_layers < 1 || *n_layers > kMaxLayers) {

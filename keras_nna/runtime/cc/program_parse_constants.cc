@@ -14,10 +14,11 @@ namespace {
 
 using u128 = unsigned __int128;
 
-// Decodes `count` b-bit two's-complement fields packed LSB first.
-// Requires the exact byte length, zero padding bits, and values in the
-// symmetric range [-(2^(b-1)-1), 2^(b-1)-1] (non-zero if `nonzero`).
-// `out` may be null (length check only).
+// Decodes `count` b-bit fields packed LSB first: two's complement for b >= 2,
+// for b = 1 bit 1 = +1 and bit 0 = -1 (never zero). Requires the exact byte
+// length, zero padding bits, and values in the symmetric range
+// [-(2^(b-1)-1), 2^(b-1)-1] (non-zero if `nonzero`); b = 1: always -1 or +1.
+// `out` may be null only when the length is wrong (length check only).
 bool UnpackValues(const uint8_t* p, uint64_t len, uint64_t count, int bits, bool nonzero,
                   int16_t* out, std::string* why) {
   const uint64_t need = (count * bits + 7) / 8;  // count < 2^41 (see DecodeKernel): no overflow
@@ -30,7 +31,10 @@ bool UnpackValues(const uint8_t* p, uint64_t len, uint64_t count, int bits, bool
   }
   const int lim = (1 << (bits - 1)) - 1;
   uint64_t bit = 0;
-  for (uint64_t k = 0; k < count; ++k) {
+  if (bits == 1) {  // every field is valid: bit 1 = +1, bit 0 = -1
+    for (; bit < count; ++bit) out[bit] = ((p[bit >> 3] >> (bit & 7)) & 1) ? 1 : -1;
+  }
+  for (uint64_t k = 0; bits > 1 && k < count; ++k) {
     uint32_t v = 0;
     for (int b = 0; b < bits; ++b, ++bit) v |= uint32_t((p[bit >> 3] >> (bit & 7)) & 1) << b;
     const int s = (v & (1u << (bits - 1))) ? int(v) - (1 << bits) : int(v);
@@ -94,14 +98,23 @@ bool DecodeKernel(const uint8_t* p, uint64_t len, uint64_t count, int bits, int 
 // Bit widths, encodings and (offset, length) regions of every kind.
 bool CheckFields(const Instr& in, const Pool& pool, const Layer& L, const Fail& fail) {
   const bool weighted = L.kind <= kDense, has_w2 = L.kind == kSeparable;
+  // w_bits/w2_bits 1 (1-bit kernels, codes -1/+1) need format version 3.
+  auto bits_ok = [&](const char* name, int bits) {
+    if (bits < 1 || bits > 8) return fail(name, ": expected 1-8 (1 needs format version 3), got ", bits);
+    if (bits == 1 && in.version < 3) {
+      return fail(name, " 1 needs format version 3 (received a version-", in.version,
+                  " program, whose kernels have 2-8 bits); re-export the model");
+    }
+    return true;
+  };
   if (weighted) {
-    if (L.w_bits < 2 || L.w_bits > 8) return fail("w_bits: expected 2-8, got ", L.w_bits);
+    if (!bits_ok("w_bits", L.w_bits)) return false;
     if (in.w_enc > 1) return fail("w_enc: expected 0 or 1, got ", in.w_enc);
   } else if (L.w_bits != 0 || in.w_enc != 0) {
     return fail("w_bits/w_enc: expected 0 for this kind, got ", L.w_bits, "/", in.w_enc);
   }
   if (has_w2) {
-    if (L.w2_bits < 2 || L.w2_bits > 8) return fail("w2_bits: expected 2-8, got ", L.w2_bits);
+    if (!bits_ok("w2_bits", L.w2_bits)) return false;
     if (in.w2_enc > 1) return fail("w2_enc: expected 0 or 1, got ", in.w2_enc);
   } else if (L.w2_bits != 0 || in.w2_enc != 0) {
     return fail("w2_bits/w2_enc: expected 0 for this kind, got ", L.w2_bits, "/", in.w2_enc);
