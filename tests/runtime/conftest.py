@@ -128,8 +128,12 @@ def _calibrate(L, acc_sample, rng):
     L["m"], L["n"], L["sh"] = m, n, sh
 
 
-def random_program(rng, kinds=None, in_shape=None, batch=3, raw_last=None):
-    """A random valid chain with calibrated requantization; returns (bytes, layers, in_shape, images)."""
+def random_program(rng, kinds=None, in_shape=None, batch=3, raw_last=None, w_bits=None):
+    """A random valid chain with calibrated requantization; returns (bytes, layers, in_shape, images).
+
+    Kernel widths are drawn from 1..8, or from the sequence `w_bits` when given.
+    """
+    draw_bits = (lambda: int(rng.integers(1, 9))) if w_bits is None else (lambda: int(rng.choice(w_bits)))
     in_shape = in_shape or (int(rng.integers(5, 10)), int(rng.integers(5, 10)), int(rng.integers(1, 4)))
     images = rng.integers(0, 256, (batch,) + in_shape).astype(np.uint8)
     images[rng.random(images.shape) < 0.3] = 0
@@ -153,11 +157,11 @@ def random_program(rng, kinds=None, in_shape=None, batch=3, raw_last=None):
             oc = int(rng.integers(1, 7))
             shape = (cur[2], oc)
         if kind in WEIGHTED:
-            L["w_bits"] = int(rng.integers(1, 9))  # 1..8 (1: codes -1/+1, format version 3)
+            L["w_bits"] = draw_bits()  # 1..8 (1: codes -1/+1, format version 3)
             L["w"] = random_codes(rng, L["w_bits"], shape, rng.uniform(0.3, 1))
             L["w_enc"] = kernel_encoding(rng, L["w"], L["w_bits"])
             if kind == "separable":
-                L["w2_bits"] = int(rng.integers(1, 9))
+                L["w2_bits"] = draw_bits()
                 L["w2"] = random_codes(rng, L["w2_bits"], (cur[2], oc), 0.7)
                 L["w2_enc"] = kernel_encoding(rng, L["w2"], L["w2_bits"])
             L["out_bits"] = 0 if (last and raw_last) else int(rng.integers(1, 9))
