@@ -11,7 +11,8 @@ functions turn them into what the accelerator multiplies by
 
 A separable layer is one fused layer: the depthwise kernel is quantized per
 channel and its scales are folded into the pointwise kernel before that one
-is quantized per output channel.
+is quantized per output channel. Every width 1–8 follows the same rules
+(1 bit: sign codes, mean-|w| scales, see `quantize_weights`).
 
 Example:
 
@@ -67,7 +68,7 @@ def quantized_kernels(kind, k1, k2, bits):
         kind: `"conv"`, `"depthwise"`, `"separable"` or `"dense"`.
         k1: The kernel (the depthwise kernel of a separable layer).
         k2: The pointwise kernel of a separable layer, else `None`.
-        bits: Weight bits (2–8).
+        bits: Weight bits (1–8).
 
     Returns:
         `(codes1, codes2, scale)`: float64 tensors; `codes2` is `None`
@@ -91,7 +92,7 @@ def fake_kernels(kind, k1, k2, bits, progress=None):
         kind: As in `quantized_kernels`.
         k1: The kernel variable (depthwise kernel of a separable layer).
         k2: The pointwise kernel of a separable layer, else `None`.
-        bits: Weight bits (2–8).
+        bits: Weight bits (1–8).
         progress: Fraction of weights quantized (progressive quantization).
             Defaults to `None` (all).
 
@@ -102,12 +103,8 @@ def fake_kernels(kind, k1, k2, bits, progress=None):
     if kind == "separable":
         _, s_d = quantize_weights(k1, bits, channel_axes=(2, 3))
         s_d = tf.stop_gradient(s_d)
-        norm = k1 / s_d
-        rounded = tf.round(norm)
-        if progress is not None:
-            keep = tf.random.uniform(tf.shape(norm)) < progress
-            rounded = tf.where(keep, rounded, norm)
-        d = norm + tf.stop_gradient(rounded - norm)
+        # Depthwise codes (gradient / s_d): the same STE as every kernel, 1 bit's clip included.
+        d = fake_quantize_weights(k1, bits, channel_axes=(2, 3), progress=progress) / s_d
         p = fake_quantize_weights(k2 * tf.reshape(live_scale(k1, s_d), (1, 1, -1, 1)), bits,
                                   progress=progress)
         return d, p

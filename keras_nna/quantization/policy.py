@@ -35,10 +35,11 @@ class QuantizationPolicy:
     """Bit widths and activation ranges for a quantized model.
 
     Args:
-        weight_bits: Bits of weights (2–8). Defaults to `4`.
+        weight_bits: Bits of weights (1–8; 1 bit = sign codes ±1 with a
+            mean-|w| scale, see `quantize_weights`). Defaults to `4`.
         activation_bits: Bits of ReLU activations (1–8). Defaults to `4`.
-        first_layer_weight_bits: Bits of the weights of layers that consume the
-            model input. Defaults to `8`.
+        first_layer_weight_bits: Bits of weights (1–8) of the layers that
+            consume the model input. Defaults to `8`.
         input_bits: Bits of the input image; the accelerator takes uint8.
             Defaults to `8`.
         activation_max: Approximate top of the activation range; the step is
@@ -63,6 +64,9 @@ class QuantizationPolicy:
     (8, 0.5)
     >>> QuantizationPolicy.from_config(policy.get_config()).resolve("fc") == policy.resolve("fc")
     True
+    >>> binary = QuantizationPolicy(weight_bits=1, overrides={"fc": {"weight_bits": 8}})
+    >>> binary.resolve("conv_1")["weight_bits"], binary.resolve("fc")["weight_bits"]
+    (1, 8)
     """
 
     def __init__(

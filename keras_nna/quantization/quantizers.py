@@ -14,7 +14,8 @@ Two families live here, both pure TensorFlow so they run eagerly, in
   for bit.
 
 Weights are signed, symmetric and per output channel (narrow range: 4 bits
-gives codes -7..7); activations are unsigned codes (ReLU outputs) or signed
+gives codes -7..7; 1 bit gives sign codes -1/+1 with a mean-|w| scale, a
+pruned zero staying 0); activations are unsigned codes (ReLU outputs) or signed
 two's complement codes (linear hidden outputs, `signed=True`) on a
 power-of-two step.
 
@@ -36,26 +37,19 @@ import tensorflow as tf
 from keras_nna._checks import check_number
 
 __all__ = [
-    "check_bits",
-    "check_step",
-    "step_exponent",
-    "weight_qmax",
-    "activation_qmax",
-    "activation_range",
-    "activation_step",
-    "quantize_weights",
-    "fake_quantize_weights",
-    "fake_quantize_activations",
-    "dyadic",
-    "exp2",
-    "reciprocal_multiplier",
-    "MANTISSA_BITS",
+    "check_bits", "check_step", "step_exponent", "weight_qmax", "activation_qmax",
+    "activation_range", "activation_step", "quantize_weights", "fake_quantize_weights",
+    "fake_quantize_activations", "dyadic", "exp2", "reciprocal_multiplier", "MANTISSA_BITS",
+    "BINARY_STE_CLIP",
 ]
 
 MANTISSA_BITS = 15
 """Requantization multipliers have ``MANTISSA_BITS`` significant bits."""
 
-_BIT_RANGES = {"weight": (2, 8), "activation": (1, 8), "signed_activation": (2, 8),
+BINARY_STE_CLIP = 3.0
+"""1-bit weights pass gradient only where ``|w| <= BINARY_STE_CLIP * s_w`` (clipped STE)."""
+
+_BIT_RANGES = {"weight": (1, 8), "activation": (1, 8), "signed_activation": (2, 8),
                "input": (8, 8)}
 
 
@@ -64,7 +58,7 @@ def check_bits(bits, kind, name=None, arg=None):
 
     Args:
         bits: The requested number of bits.
-        kind: One of `"weight"` (2–8), `"activation"` (1–8),
+        kind: One of `"weight"` (1–8), `"activation"` (1–8),
             `"signed_activation"` (2–8, signed codes) or `"input"` (8).
         name: Optional layer name, used in the error message.
         arg: Optional argument name (e.g. `"first_layer_weight_bits"`), used
@@ -135,8 +129,8 @@ def check_step(step, name=None):
 
 
 def weight_qmax(bits):
-    """Largest weight code for `bits` (symmetric narrow range): 2**(bits-1) - 1."""
-    return 2 ** (int(bits) - 1) - 1
+    """Largest weight code for `bits`: 2**(bits-1) - 1 (symmetric narrow range), 1 for 1 bit."""
+    return max(2 ** (int(bits) - 1) - 1, 1)
 
 
 def activation_qmax(bits):
@@ -196,53 +190,97 @@ def _channel_axes(rank, channel_axes):
     return [a for a in range(rank) if a not in channel_axes]
 
 
+def _binary_scale(w, axes):
+    """Mean |w| over the non-zero weights of each channel, in float64 (1 for an all-zero channel)."""
+    a = tf.abs(tf.cast(w, tf.float64))
+    count = tf.reduce_sum(tf.cast(a > 0, tf.float64), axis=axes, keepdims=True)
+    total = tf.reduce_sum(a, axis=axes, keepdims=True)
+    scale = tf.where(count > 0, total / tf.maximum(count, 1.0), tf.ones_like(total))
+    return tf.cast(scale, w.dtype)
+
+
 def quantize_weights(w, bits, channel_axes=(-1,)):
     """Quantizes weights to signed symmetric per-channel integer codes.
 
-    ``scale = max|w| / (2**(bits-1) - 1)`` per channel (1 for an all-zero
-    channel) and ``codes = clip(round(w / scale), -qmax, qmax)`` with
-    round-half-to-even.
+    2–8 bits: ``scale = max|w| / (2**(bits-1) - 1)`` per channel and
+    ``codes = clip(round(w / scale), -qmax, qmax)`` with round-half-to-even.
+    1 bit: ``codes = sign(w)`` (an exact 0, a pruned weight, stays 0) and
+    ``scale = mean|w|`` over the channel's non-zero weights, computed in
+    float64 (the L2-optimal scale of sign codes). An all-zero channel gets
+    scale 1 and codes 0 at every width.
 
     Args:
         w: Weight tensor.
-        bits: Weight bits (2–8).
+        bits: Weight bits (1–8).
         channel_axes: Axes that index the channels (one scale per index).
             Defaults to `(-1,)`, the output channels of Keras kernels.
 
     Returns:
-        `(codes, scale)`: float tensors; `codes` has the shape of `w`,
-        `scale` keeps size-1 reduced axes so that `codes * scale` broadcasts.
+        `(codes, scale)`: tensors of `w`'s dtype; `codes` has the shape of
+        `w`, `scale` keeps size-1 reduced axes so that `codes * scale`
+        broadcasts.
+
+    Example:
+
+    >>> codes, scale = quantize_weights(np.array([[0.5, 0.0], [-0.25, 0.0]]), bits=1)
+    >>> codes.numpy().tolist(), scale.numpy().tolist()
+    ([[1.0, 0.0], [-1.0, 0.0]], [[0.375, 1.0]])
     """
     w = tf.convert_to_tensor(w)
-    qmax = float(weight_qmax(bits))
     axes = _channel_axes(len(w.shape), channel_axes)
+    if int(bits) == 1:
+        return tf.sign(w), _binary_scale(w, axes)
+    qmax = float(weight_qmax(bits))
     wmax = tf.reduce_max(tf.abs(w), axis=axes, keepdims=True)
     scale = tf.where(wmax > 0, wmax / qmax, tf.ones_like(wmax))
     codes = tf.clip_by_value(tf.round(w / scale), -qmax, qmax)
     return codes, scale
 
 
-def fake_quantize_weights(w, bits, channel_axes=(-1,), progress=None):
-    """Fake-quantizes weights with a straight-through gradient.
-
-    Args:
-        w: Weight tensor (a variable's value).
-        bits: Weight bits (2–8).
-        channel_axes: Channel axes, as in `quantize_weights`. Defaults to `(-1,)`.
-        progress: Optional scalar in [0, 1]: the fraction of weights
-            quantized (progressive quantization; the others stay float).
-            Defaults to `None` (all weights quantized).
-
-    Returns:
-        A tensor like `w` whose forward value is on the grid and whose
-        gradient with respect to `w` is the identity.
-    """
-    codes, scale = quantize_weights(w, bits, channel_axes)
-    wq = codes * tf.stop_gradient(scale)
+def _straight_through(w, wq, lo, hi, progress):
+    """Forward `wq`, gradient 1 where ``lo <= w <= hi`` (everywhere if `lo` is None)."""
+    base = w if lo is None else tf.clip_by_value(w, lo, hi)
     if progress is not None:
         keep = tf.random.uniform(tf.shape(w)) < tf.cast(progress, w.dtype)
         wq = tf.where(keep, wq, w)
-    return w + tf.stop_gradient(wq - w)
+        base = tf.where(keep, base, w)
+    return base + tf.stop_gradient(wq - base)
+
+
+def fake_quantize_weights(w, bits, channel_axes=(-1,), progress=None):
+    """Fake-quantizes weights with a straight-through gradient.
+
+    Forward: ``codes * stop_gradient(scale)`` of `quantize_weights`.
+    Backward: the identity for 2–8 bits; for 1 bit the clipped STE, 1 where
+    ``|w| <= BINARY_STE_CLIP * scale`` and 0 outside.
+
+    Args:
+        w: Weight tensor (a variable's value).
+        bits: Weight bits (1–8).
+        channel_axes: Channel axes, as in `quantize_weights`. Defaults to `(-1,)`.
+        progress: Optional scalar in [0, 1]: the fraction of weights
+            quantized (progressive quantization; the others stay float,
+            gradient 1). Defaults to `None` (all weights quantized).
+
+    Returns:
+        A tensor like `w` whose forward value is on the grid.
+
+    Example:
+
+    >>> w = tf.constant([[0.125], [-0.125], [0.0], [0.125], [1.625]])  # 1 bit: scale 0.5, clip 1.5
+    >>> with tf.GradientTape() as tape:
+    ...     tape.watch(w)
+    ...     y = fake_quantize_weights(w, 1)
+    >>> y.numpy().ravel().tolist(), tape.gradient(y, w).numpy().ravel().tolist()
+    ([0.5, -0.5, 0.0, 0.5, 0.5], [1.0, 1.0, 1.0, 1.0, 0.0])
+    """
+    codes, scale = quantize_weights(w, bits, channel_axes)
+    scale = tf.stop_gradient(scale)
+    lo = hi = None
+    if int(bits) == 1:
+        hi = BINARY_STE_CLIP * scale
+        lo = -hi
+    return _straight_through(w, codes * scale, lo, hi, progress)
 
 
 def fake_quantize_activations(x, bits, step, signed=False):

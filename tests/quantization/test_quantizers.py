@@ -100,7 +100,7 @@ def test_reciprocal_multiplier(count):
     assert abs(m / 2**s - 1 / count) <= 2 ** -(s + 1)
 
 
-@pytest.mark.parametrize("bits,kind", [(0, "weight"), (9, "weight"), (1, "weight"), (0, "activation"),
+@pytest.mark.parametrize("bits,kind", [(0, "weight"), (9, "weight"), (1, "signed_activation"), (0, "activation"),
                                        (9, "activation"), (4.0, "weight"), (True, "activation")],
                          ids=lambda v: str(v))
 def test_bad_bits_raise_clear_error(bits, kind):
