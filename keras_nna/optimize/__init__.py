@@ -14,6 +14,10 @@ MorphNet shrink/expand
     :func:`scale_widths` (all widths × m; function-preserving when widening),
     :func:`expand_to_budget` (largest m within the budget, no training),
     :func:`morph` (shrink → expand → distilled fine-tune, iterable).
+Mixed precision
+    :func:`allocate_bits` (per-layer weight/activation bits from a measured
+    sensitivity table and the cost model, solved exactly as a multiple-choice
+    knapsack) → :class:`BitAllocation` with a ``QuantizationPolicy``.
 Search (needs the ``[search]`` extra: Optuna)
     :class:`SearchSpace` of :class:`Recipe` knobs (width, shrink strength,
     per-layer pruning from a sensitivity table, Hoyer strength, activation
@@ -56,6 +60,8 @@ _ATTRIBUTES = {
     "study": ["open_storage", "run_study", "trial_records", "worker_id"],
     "widths": ["expand_to_budget", "scale_widths"],
     "morphnet": ["MorphResult", "event_cost_weights", "morph", "shrink"],
+    "bits": ["BitAllocation", "allocate_bits"],
+    "knapsack": ["InfeasibleBudget"],
 }
 
 __all__ = sorted(name for names in _ATTRIBUTES.values() for name in names)
