@@ -71,13 +71,16 @@ def test_every_byte_flip_is_rejected(program, images):
 
 # Bytes whose corruption (with a recomputed CRC) may still be a valid program:
 # input_scale (any finite positive float), out_exp of codes layers, acc_wide
-# 0 -> 1, out_bits of the last layer, and the constant pool (weights and requantization values), checked below for no crash.
-def _may_stay_valid(program, i):
+# 0 -> 1, out_bits of the last layer, the version 3 -> 2 (the fixture has no 1-bit kernel) and the
+# constant pool (weights and requantization values), checked below for no crash.
+def _may_stay_valid(program, i, xor=0):
     n_layers = struct.unpack_from("<H", program, HEADER_OFFSETS["n_layers"])[0]
     pool_start = HEADER_SIZE + INSTR_SIZE * n_layers
     scale = HEADER_OFFSETS["input_scale"]
     if scale <= i < scale + 4 or i >= pool_start:
         return True
+    if i == HEADER_OFFSETS["version"]:
+        return program[i] ^ xor == 2 and program[i] == 3
     if i >= HEADER_SIZE:
         layer, off = divmod(i - HEADER_SIZE, INSTR_SIZE)
         weighted = program[_at(layer, "kind")] <= 4
@@ -112,14 +115,14 @@ def test_field_corruption_with_valid_crc_is_rejected(nna, program, images, xor):
             continue
         assert np.isfinite(out.numpy()).all() and stats.shape == (2, 3, 6)
         accepted.append(i)
-    unexpected = [i for i in accepted if not _may_stay_valid(program, i)]
+    unexpected = [i for i in accepted if not _may_stay_valid(program, i, xor)]
     assert not unexpected, f"corrupted bytes accepted at offsets {unexpected}"
 
 
 H = HEADER_OFFSETS
 FIELD_CASES = [
     (H["magic"], b"XNAB", "magic"),
-    (H["version"], struct.pack("<H", 3), "version"),
+    (H["version"], struct.pack("<H", 4), "version"),
     (H["n_layers"], struct.pack("<H", 0), "n_layers"),
     (H["in_h"], struct.pack("<H", 0), "in_h"),
     (H["in_bits"], b"\x09", "in_bits"),
@@ -134,7 +137,8 @@ FIELD_CASES = [
     (_at(0, "kh"), b"\x10", "kernel"),
     (_at(0, "stride_h"), b"\x00", "strides"),
     (_at(0, "pad_top"), b"\x03", "pads"),
-    (_at(0, "w_bits"), b"\x01", "w_bits"),
+    (_at(0, "w_bits"), b"\x09", "w_bits"),
+    (_at(0, "w_bits"), b"\x00", "w_bits"),
     (_at(0, "w_enc"), b"\x02", "w_enc"),
     (_at(0, "w_off"), struct.pack("<I", 1 << 30), "outside the constant pool"),
     (_at(0, "w_len"), struct.pack("<I", 3), "length"),

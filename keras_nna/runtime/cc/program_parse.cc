@@ -65,6 +65,16 @@ bool ParseInput(const uint8_t* data, Program* prog, const Fail& fail) {
   return true;
 }
 
+// Kernel widths of kinds 1-4: 1-8 bits; 1 (codes -1/+1) needs format version 3.
+bool CheckWeightBits(const char* name, int bits, int version, const Fail& fail) {
+  if (bits < 1 || bits > 8) return fail(name, ": expected 1-8 (1 needs format version 3), got ", bits);
+  if (bits == 1 && version < 3) {
+    return fail(name, " 1 needs format version 3 (received a version-", version,
+                " program, whose kernels have 2-8 bits); re-export the model");
+  }
+  return true;
+}
+
 // Fields every kind has: producers (bits, shape, step, signedness), raw
 // output, acc_wide and the data-flow bytes. Fills *in with the rest.
 bool ParseCommon(const uint8_t* p, bool last, int version, const Program& prog, Layer* L,
@@ -85,7 +95,6 @@ bool ParseCommon(const uint8_t* p, bool last, int version, const Program& prog, 
   in->rq_off = U32(p + 44); in->rq_len = U32(p + 48);
   in->pool_h = U16(p + 52); in->pool_w = U16(p + 54);
   in->acc_wide = p[56];
-  in->version = version;
   if (!ParseFlow(p, version, L, fail)) return false;
   const Producer a = ProducerOf(prog, L->src);
   const std::string from = version == 1 ? "the previous layer" : "its src, " + a.name;
@@ -122,6 +131,10 @@ bool ParseCommon(const uint8_t* p, bool last, int version, const Program& prog, 
   if (in->acc_wide > 1) return fail("acc_wide: expected 0 or 1, got ", in->acc_wide);
   if (!weighted && in->acc_wide != 0) return fail("acc_wide: expected 0 for this kind, got ", in->acc_wide);
   L->acc_wide = in->acc_wide == 1;
+  if (weighted) {
+    if (!CheckWeightBits("w_bits", L->w_bits, version, fail)) return false;
+    if (L->kind == kSeparable && !CheckWeightBits("w2_bits", L->w2_bits, version, fail)) return false;
+  }
   return true;
 }
 

@@ -98,23 +98,12 @@ bool DecodeKernel(const uint8_t* p, uint64_t len, uint64_t count, int bits, int 
 // Bit widths, encodings and (offset, length) regions of every kind.
 bool CheckFields(const Instr& in, const Pool& pool, const Layer& L, const Fail& fail) {
   const bool weighted = L.kind <= kDense, has_w2 = L.kind == kSeparable;
-  // w_bits/w2_bits 1 (1-bit kernels, codes -1/+1) need format version 3.
-  auto bits_ok = [&](const char* name, int bits) {
-    if (bits < 1 || bits > 8) return fail(name, ": expected 1-8 (1 needs format version 3), got ", bits);
-    if (bits == 1 && in.version < 3) {
-      return fail(name, " 1 needs format version 3 (received a version-", in.version,
-                  " program, whose kernels have 2-8 bits); re-export the model");
-    }
-    return true;
-  };
-  if (weighted) {
-    if (!bits_ok("w_bits", L.w_bits)) return false;
+  if (weighted) {  // w_bits (and w2_bits) 1..8 and their version: ParseCommon
     if (in.w_enc > 1) return fail("w_enc: expected 0 or 1, got ", in.w_enc);
   } else if (L.w_bits != 0 || in.w_enc != 0) {
     return fail("w_bits/w_enc: expected 0 for this kind, got ", L.w_bits, "/", in.w_enc);
   }
   if (has_w2) {
-    if (!bits_ok("w2_bits", L.w2_bits)) return false;
     if (in.w2_enc > 1) return fail("w2_enc: expected 0 or 1, got ", in.w2_enc);
   } else if (L.w2_bits != 0 || in.w2_enc != 0) {
     return fail("w2_bits/w2_enc: expected 0 for this kind, got ", L.w2_bits, "/", in.w2_enc);

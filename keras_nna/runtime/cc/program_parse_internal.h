@@ -42,7 +42,6 @@ struct Instr {
   uint64_t w_off = 0, w_len = 0, w2_off = 0, w2_len = 0, rq_off = 0, rq_len = 0;
   int pool_h = 0, pool_w = 0;
   int acc_wide = 0;
-  int version = 0;  // the program's format version: w_bits/w2_bits 1 need version >= 3
 };
 
 // The constant pool of a program: `size` bytes at `data`.
