@@ -15,8 +15,10 @@
 //
 // The custom mutator (LLVMFuzzerCustomMutator) mutates the bytes with
 // libFuzzer's own mutator or, half of the time, sets one header or
-// instruction field to an interesting value, and always recomputes the
-// trailing CRC-32, so mutations get past the checksum into the validator.
+// instruction field to an interesting value; one time in eight it also turns
+// a kernel into a dense 1-bit kernel (format version 3, MutateToBinary); it
+// recomputes the trailing CRC-32, so mutations get past the checksum into
+// the validator.
 //
 // Environment: FUZZ_NO_RUN=1 parses only; FUZZ_MAX_WORK=<n> changes the bound
 // on sum(dense_macs + in_elems) of a program the kernels are run on;
@@ -138,8 +140,8 @@ void FixCrc(uint8_t* data, size_t size) {
 }
 
 // Byte offset and width of the integer fields of the header and instruction
-// (keras_nna/export/format.py HEADER / INSTR; version 2: out_signed 57,
-// src 58, src2 60, reserved 62).
+// (keras_nna/export/format.py HEADER / INSTR; versions 2 and 3: out_signed 57,
+// src 58, src2 60, reserved 62; version 3: w_bits / w2_bits may be 1).
 struct Field {
   uint8_t off, width;
 };
@@ -187,6 +189,40 @@ bool MutateField(uint8_t* data, size_t size, uint64_t* seed) {
   return true;
 }
 
+// Turns one kernel of a weighted layer into a dense 1-bit kernel (format
+// version 3: bit 1 = +1, bit 0 = -1) in place: w_bits (or w2_bits) 1, enc 0,
+// length ceil(count / 8) over the same pool bytes (every field is a valid
+// code), padding bits cleared, and usually the header version set to 3 (else
+// left: a version-1/2 program with w_bits 1 must be refused). Returns false if
+// the input has no weighted layer to change.
+bool MutateToBinary(uint8_t* data, size_t size, uint64_t* seed) {
+  if (size < kHeaderSize + kInstrSize + 4) return false;
+  const uint64_t r = SplitMix(seed);
+  uint16_t n_layers;
+  std::memcpy(&n_layers, data + 6, 2);
+  const size_t n = std::min<size_t>(n_layers, (size - kHeaderSize - 4) / kInstrSize);
+  if (n == 0) return false;
+  uint8_t* p = data + kHeaderSize + kInstrSize * (r % n);
+  const int kind = p[0];
+  if (kind < 1 || kind > 4) return false;
+  auto u16 = [&](int off) { uint16_t v; std::memcpy(&v, p + off, 2); return uint64_t(v); };
+  const uint64_t taps = uint64_t(p[16]) * p[17], in_c = u16(8), out_c = u16(14);
+  const bool second = kind == 3 && (r >> 16) % 2 == 1;  // SEPARABLE: the pointwise kernel
+  uint64_t count = kind == 1 ? taps * in_c * out_c : kind == 4 || second ? in_c * out_c : taps * in_c;
+  const uint64_t len = (count + 7) / 8;
+  if (count == 0 || len > 0xffffffffu) return false;
+  p[second ? 25 : 24] = 1;  // w_bits / w2_bits
+  p[second ? 27 : 26] = 0;  // dense
+  const uint32_t len32 = uint32_t(len);
+  std::memcpy(p + (second ? 40 : 32), &len32, 4);
+  uint32_t off;
+  std::memcpy(&off, p + (second ? 36 : 28), 4);
+  const size_t last = kHeaderSize + kInstrSize * size_t(n_layers) + uint64_t(off) + len - 1;
+  if (count % 8 && last < size - 4) data[last] &= uint8_t((1u << (count % 8)) - 1);
+  if ((r >> 8) % 8 != 0) data[4] = 3, data[5] = 0;
+  return true;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -227,6 +263,7 @@ extern "C" size_t LLVMFuzzerCustomMutator(uint8_t* data, size_t size, size_t max
   } else {
     size = LLVMFuzzerMutate(data, size, max_size);
   }
+  if (SplitMix(&s) % 8 == 0) MutateToBinary(data, size, &s);  // 1-bit kernels (version 3)
   if (r % 64 != 1) FixCrc(data, size);  // rarely leave the CRC wrong: cover that check too
   return size;
 }

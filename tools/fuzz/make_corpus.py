@@ -10,7 +10,8 @@ Writes, under `--out` (default `build/fuzz`):
   raw) and `<name>.json` (image count and shape). `asan_kernels.sh` runs the
   kernels over these.
 * `nets/kind_<k>.nnab` — hand-built one- and two-layer programs covering each
-  layer kind, raw (float) and code outputs, wide accumulation.
+  layer kind, raw (float) and code outputs, wide accumulation, and 1-bit
+  kernels (format version 3: `kind_dense_1bit`, `kind_binary`).
 * `nets/dag_<name>.nnab` — the version-2 programs of `tests/runtime/test_op_dag.py`:
   residual ADDs, ADD of the image, signed codes feeding every kind, held
   outputs over long skips, int32/int64 accumulators.
@@ -81,6 +82,14 @@ def hand_built():
     add("kind_maxpool", (4, 4, 2), 8, [LayerRecord(
         kind="maxpool", in_shape=(4, 4, 2), out_shape=(2, 2, 2), in_bits=8, out_bits=8,
         pool=(2, 2), strides=(2, 2))])
+    add("kind_dense_1bit", (1, 1, 12), 8, [LayerRecord(  # version 3: 1-bit, sparse (has zeros)
+        kind="dense", in_shape=(1, 1, 12), out_shape=(1, 1, 3), in_bits=8, out_bits=0, w_bits=1,
+        weights=rng.choice([-1, 0, 1], (12, 3)), **rq(3))])
+    from tests.export.test_binary_kernels import _binary_program  # 1-bit dense and sparse kernels
+
+    binary = _binary_program()
+    out.append(("kind_binary", binary.to_bytes(),
+                rng.integers(0, 256, (4, *binary.input_shape)).astype(np.uint8)))
     return out + dag_built()
 
 

@@ -175,6 +175,41 @@ def _resize(data, rng):
         struct.pack_into("<I", data, HEADER_OFFSETS["pool_size"], (old + delta) % 2**32)
 
 
+def _binarize(data, rng):
+    """Turns one kernel into a dense 1-bit kernel (format version 3) over the same pool bytes.
+
+    Sets `w_bits` (or a separable's `w2_bits`) to 1, the encoding to dense and the length to
+    `ceil(count / 8)` (every 1-bit field is a valid code: bit 1 = +1, bit 0 = -1), clears the
+    padding bits, and usually sets the header version to 3 (else a version-1/2 program with a
+    1-bit kernel, which readers must refuse).
+    """
+    n = _n_layers(data)
+    if n == 0:
+        return _mutate_header(data, rng)
+    base = HEADER.size + INSTR.size * rng.randrange(n)
+    f = INSTR.unpack_from(data, base)
+    f = dict(zip(INSTR_FIELDS, f))
+    if not 1 <= f["kind"] <= 4:
+        return _mutate_instr(data, rng)
+    second = f["kind"] == 3 and rng.random() < 0.5
+    taps = f["kh"] * f["kw"]
+    count = {1: taps * f["in_c"] * f["out_c"], 2: taps * f["in_c"], 3: taps * f["in_c"],
+             4: f["in_c"] * f["out_c"]}[f["kind"]]
+    count = f["in_c"] * f["out_c"] if second else count
+    length = -(-count // 8)
+    if count == 0 or length >= 1 << 32:
+        return _mutate_instr(data, rng)
+    w = "w2" if second else "w"
+    data[base + INSTR_OFFSETS[w + "_bits"]] = 1
+    data[base + INSTR_OFFSETS[w + "_enc"]] = 0
+    struct.pack_into("<I", data, base + INSTR_OFFSETS[w + "_len"], length)
+    last = _pool_range(data)[0] + f[w + "_off"] + length - 1
+    if count % 8 and last < len(data) - CRC.size:
+        data[last] &= (1 << (count % 8)) - 1
+    if rng.random() < 0.85:
+        struct.pack_into("<H", data, HEADER_OFFSETS["version"], 3)
+
+
 def _splice(data, rng, other):
     """Copies one instruction or a pool stretch from another program."""
     if other is None or len(other) < HEADER.size + INSTR.size + CRC.size:
@@ -186,8 +221,8 @@ def _splice(data, rng, other):
         data[dst:dst + INSTR.size] = other[src:src + INSTR.size]
 
 
-_MUTATORS = ((_mutate_instr, 0.45), (_mutate_header, 0.12), (_mutate_pool, 0.2),
-             (_drop_or_dup_instr, 0.08), (_resize, 0.05), (_splice, 0.1))
+_MUTATORS = ((_mutate_instr, 0.4), (_mutate_header, 0.12), (_mutate_pool, 0.2),
+             (_drop_or_dup_instr, 0.08), (_resize, 0.05), (_binarize, 0.05), (_splice, 0.1))
 
 
 def mutate(data, rng, other=None, max_ops=3):
