@@ -5,8 +5,9 @@ header, 64-byte instructions (each naming its producers `src`/`src2`), a
 constant pool (kernels bit-packed at their width, 1 to 8 bits, dense or
 bitmap-sparse, whichever is smaller; 13-byte requantization entries) and a
 CRC-32. `read_program` parses untrusted bytes of version 1 (a chain), 2 (a
-DAG) or 3 (version 2 with 1-bit kernels allowed) back into a `Program` and raises `BytecodeError` naming the offending field
-on anything wrong: no length field is trusted. The per-instruction rules
+DAG) or 3 (version 2 with 1-bit kernels allowed) back into a `Program` and
+raises `BytecodeError` naming the offending field on anything wrong: no
+length field is trusted. The per-instruction rules
 live in `keras_nna.export.instructions`, the bit packing in
 `keras_nna.export.codes`.
 

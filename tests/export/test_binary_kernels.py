@@ -38,7 +38,7 @@ def test_unpack_round_trip(count):
 
 
 @pytest.mark.parametrize("codes,enc,blob", [
-    ([1, -1, -1, 1, 1, 1, 1, 1, -1], 0, b"\xf9\x00"),  # no zero: dense (smaller than bitmap + values)
+    ([1, -1, -1, 1, 1, 1, 1, 1, -1], 0, b"\xf9\x00"),  # no zero: dense (smaller than sparse)
     ([1, 0, -1], 1, b"\x05\x01"),  # bitmap 101, values +1, -1
     ([0] * 9 + [-1], 1, b"\x00\x02\x00"),
     ([0, 0, 0], 1, b"\x00"),  # all zero: bitmap only
@@ -136,7 +136,8 @@ def test_old_versions_refuse_one_bit(version):
     if version == 1:  # a chain: clear the data-flow bytes (src of layer i is i)
         body = bytearray(data[:-4])
         for i in range(4):
-            body[fmt.HEADER.size + fmt.INSTR.size * i + 57: fmt.HEADER.size + fmt.INSTR.size * (i + 1)] = bytes(7)
+            start = fmt.HEADER.size + fmt.INSTR.size * i
+            body[start + 57: start + fmt.INSTR.size] = bytes(7)
         data = bytes(body) + bytes(4)
     with pytest.raises(BytecodeError, match=rf"layer 0 \(conv\): w_bits 1 needs format version 3 "
                                             rf"\(received a version-{version} program"):

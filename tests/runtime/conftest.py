@@ -133,7 +133,9 @@ def random_program(rng, kinds=None, in_shape=None, batch=3, raw_last=None, w_bit
 
     Kernel widths are drawn from 1..8, or from the sequence `w_bits` when given.
     """
-    draw_bits = (lambda: int(rng.integers(1, 9))) if w_bits is None else (lambda: int(rng.choice(w_bits)))
+    def draw_bits():
+        return int(rng.integers(1, 9)) if w_bits is None else int(rng.choice(w_bits))
+
     in_shape = in_shape or (int(rng.integers(5, 10)), int(rng.integers(5, 10)), int(rng.integers(1, 4)))
     images = rng.integers(0, 256, (batch,) + in_shape).astype(np.uint8)
     images[rng.random(images.shape) < 0.3] = 0
@@ -189,5 +191,6 @@ def random_program(rng, kinds=None, in_shape=None, batch=3, raw_last=None, w_bit
 @pytest.fixture(scope="session")
 def nna():
     return types.SimpleNamespace(
-        write=write, fix_crc=fix_crc, run_reference=run_reference, random_program=random_program,
-        random_codes=random_codes, pack_values=pack_values, shapes=shapes, INSTR=INSTR, HEADER=HEADER, KINDS=KINDS)
+        write=write, fix_crc=fix_crc, run_reference=run_reference,
+        random_program=random_program, random_codes=random_codes, pack_values=pack_values,
+        shapes=shapes, INSTR=INSTR, HEADER=HEADER, KINDS=KINDS)

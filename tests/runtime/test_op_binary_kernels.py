@@ -75,8 +75,8 @@ def _corruptions():
     dw_at, dw_len = _kernel_at(data, 1)  # sparse: 12-code bitmap (2 bytes) + values
     assert (conv_len, pw_len) == (7, 1)
     return [
-        ("v2", _with_version(data, 2), "w_bits 1 needs format version 3", "w_bits 1 needs format "
-                                                                          "version 3"),
+        ("v2", _with_version(data, 2), "w_bits 1 needs format version 3",
+         "w_bits 1 needs format version 3"),
         ("v4", _with_version(data, 4), r"versions 1, 2 and 3\)", r"versions 1, 2 and 3\)"),
         ("dense-padding", _patch_byte(data, conv_at + 6, data[conv_at + 6] | 0x80),
          "non-zero padding bit after the packed values", "padding bits after the packed kernel"),
