@@ -18,7 +18,10 @@
    (:func:`~keras_nna.optimize.measure_cost`); its change against the
    reference is its cost, so activation sparsity counts.
 4. **Exact solve.** One option per group, least summed loss increase, summed
-   costs within every limit: a multiple-choice knapsack solved exactly
+   costs within every limit. A negative increase (the lowered layer happened
+   to fit the validation images better) counts as 0: it is no evidence that
+   fewer bits help after QAT. Among equal values the wider option wins, so
+   budget left over buys bits instead of going unused: a multiple-choice knapsack solved exactly
    (:mod:`keras_nna.optimize.knapsack`: DP or ``scipy.optimize.milp``).
 5. **Check.** The chosen policy is measured; if the additive prediction
    overshoots a limit, the limit is tightened by the overshoot and the
@@ -52,6 +55,8 @@ from keras_nna.optimize.knapsack import solve
 
 __all__ = ["BitAllocation", "allocate_bits"]
 
+_TIE_BREAK = 1e-6  # value per unit of (1 - bits / widest): equal values → the wider option
+
 
 @dataclasses.dataclass
 class BitAllocation:
@@ -60,8 +65,10 @@ class BitAllocation:
     Attributes:
         policy: The `QuantizationPolicy` to pass to `quantize_model` (then QAT).
         table: One dict per option: `layer`, `part` (`"weights"` or
-            `"activations"`), `bits`, `loss_increase`, the change of each cost
-            name against the reference, and `chosen`.
+            `"activations"`), `bits`, `loss_increase` (measured), `value` (what
+            the solver minimizes: the increase clipped at 0, plus a 1e-6 tie-break
+            towards wider options), the change of each cost name against the
+            reference, and `chosen`.
         reference: `{"loss": ..., **costs}` of the all-widest reference.
         costs: Measured costs of the chosen policy (all of `COSTS`).
         budget: The `Budget`.
@@ -256,6 +263,8 @@ def allocate_bits(model, data, budget, *, policy=None, weight_bits=(1, 2, 4, 8),
                 lossb, costs = meter(_policy(policy, {**widest, (layer, part): b}))
                 row["loss_increase"] = lossb - ref_loss
                 row.update({k: costs[k] - ref_costs[k] for k in COSTS})
+            row["value"] = (max(row["loss_increase"], 0.0)
+                            + _TIE_BREAK * (1 - b / widest[(layer, part)]))
             table.append(row)
         _log(verbose, started, f"{layer} {part}: " + ", ".join(
             f"{r['bits']}b {r['loss_increase']:+.3f}" for r in table[-len(bits):]))
@@ -264,7 +273,7 @@ def allocate_bits(model, data, budget, *, policy=None, weight_bits=(1, 2, 4, 8),
     rows = [[r for r in table if (r["layer"], r["part"]) == (layer, part)]
             for layer, part, _ in groups]
     for _ in range(5):
-        pick = solve([[r["loss_increase"] for r in g] for g in rows],
+        pick = solve([[r["value"] for r in g] for g in rows],
                      [[[r[k] for k in names] for r in g] for g in rows], limits, names=names,
                      offset=[ref_costs[k] for k in names]) if groups else []
         chosen = {(layer, part): g[o]["bits"] for (layer, part, _), g, o in zip(groups, rows, pick)}

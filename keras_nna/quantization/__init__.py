@@ -24,6 +24,7 @@ from keras_nna.quantization.pooling import (
 )
 from keras_nna.quantization.progressive import ProgressiveQuantization
 from keras_nna.quantization.quantizers import (
+    BINARY_STE_CLIP,
     activation_range,
     activation_step,
     fake_quantize_activations,
@@ -34,6 +35,7 @@ from keras_nna.quantization.transform import quantize_model
 from keras_nna.quantization.wrapper import QuantizeWrapper, is_quantize_wrapper
 
 __all__ = [
+    "BINARY_STE_CLIP",
     "ProgressiveQuantization",
     "QuantizationPolicy",
     "QuantizeWrapper",

@@ -57,7 +57,7 @@ def test_tighter_budget_never_adds_bits_or_lowers_loss():
     loose, tight = _allocation(_limit(0.9)), _allocation(_limit(0.5))
     bits = [sum(v["weights"] for v in a.choice().values()) for a in (loose, tight)]
     assert bits[1] <= bits[0] < 16
-    loss = [sum(r["loss_increase"] for r in a.table if r["chosen"]) for a in (loose, tight)]
+    loss = [sum(r["value"] for r in a.table if r["chosen"]) for a in (loose, tight)]
     assert loss[1] >= loss[0]
 
 
