@@ -49,7 +49,7 @@ def _producers(f, i, version, kind, where):
         if (f.out_signed, f.src, f.src2) != (0, 0, 0) or f.reserved != b"\0\0":
             _fail(where, "bytes 57..63 must be 0 in a version-1 program (received out_signed "
                          f"{f.out_signed}, src {f.src}, src2 {f.src2}, reserved "
-                         f"{f.reserved.hex()}); re-export the model for version 2")
+                         f"{f.reserved.hex()}); re-export the model (this package writes version 3)")
         if kind == "add":
             _fail(where, "kind 8 (ADD) needs format version 2 (a version-1 program is a chain; "
                          "re-export the model)")
