@@ -9,6 +9,7 @@ first argument is the command; `keras-nna --help` lists them and
     keras-nna run     model.nnab --input batch.npy [--output out.npy] [--executor auto]
     keras-nna profile model.nnab --input batch.npy [--profile nna-8core] [--json cost.json]
     keras-nna optimize model.keras --data fashion_mnist --budget events=2500 [--trials 20]
+    keras-nna allocate model.keras --data fashion_mnist --budget program_bytes=99000 [--qat-epochs 3]
     keras-nna demo    [--quick] [--tasks faces,fashion_mnist] [--out_dir DIR]
     keras-nna --version
 
@@ -26,6 +27,9 @@ first argument is the command; `keras-nna --help` lists them and
 - `optimize` searches for the most accurate model within a budget on a
   profile, starting from a trained float model (`keras_nna.cli_optimize`,
   `keras_nna.optimize`); workers share trials through `--storage`.
+- `allocate` chooses weight (and activation) bits per layer within a budget
+  (`keras_nna.cli_allocate`, `keras_nna.optimize.allocate_bits`) and writes the
+  `QuantizationPolicy` as JSON; `--qat-epochs N` then trains and exports it.
 - `demo` is the main job, `keras_nna.demo`: train → quantize → export →
   emulate → report on two offline datasets (~5-10 min on 2 cores; `--quick`
   for a smoke test). Its arguments pass through (`keras-nna demo -- ARGS`
@@ -264,6 +268,12 @@ def _cmd_optimize(args):
     return run_optimize(args)
 
 
+def _cmd_allocate(args):
+    from keras_nna.cli_allocate import run_allocate
+
+    return run_allocate(args)
+
+
 def _cmd_demo(args):
     from keras_nna import demo
 
@@ -273,7 +283,8 @@ def _cmd_demo(args):
 
 
 _HANDLERS = {"export": _cmd_export, "inspect": _cmd_inspect, "run": _cmd_run,
-             "profile": _cmd_profile, "optimize": _cmd_optimize, "demo": _cmd_demo}
+             "profile": _cmd_profile, "optimize": _cmd_optimize, "allocate": _cmd_allocate,
+             "demo": _cmd_demo}
 
 
 def _first_line(err):

@@ -10,7 +10,7 @@ import argparse
 
 __all__ = ["COMMANDS", "CliError", "build_parser", "parse_limits"]
 
-COMMANDS = ("export", "inspect", "run", "profile", "optimize", "demo")
+COMMANDS = ("export", "inspect", "run", "profile", "optimize", "allocate", "demo")
 """The sub-commands, in the order `--help` lists them."""
 
 _SUMMARIES = {
@@ -19,6 +19,7 @@ _SUMMARIES = {
     "run": "run a batch of uint8 images on a program, bit-exactly",
     "profile": "run a batch and print the cost per inference on a hardware profile",
     "optimize": "search for the best accuracy within a budget (energy, time, events, bytes)",
+    "allocate": "choose bits per layer within a budget (mixed precision), then optionally QAT",
     "demo": "the main job: train, quantize, export, emulate, report (~5-10 min)",
 }
 _USAGES = {
@@ -29,6 +30,8 @@ _USAGES = {
                "[--json COST.json] [--executor E]",
     "optimize": "keras-nna optimize MODEL.keras --data NAME --budget NAME=VALUE [--profile P] "
                 "[--trials N] [--storage URL --study NAME] [--out DIR]",
+    "allocate": "keras-nna allocate MODEL.keras --data NAME --budget NAME=VALUE "
+                "[--weight-bits 1,2,4,8] [--activation-bits 2,4,8] [--qat-epochs N] [--out DIR]",
     "demo": "keras-nna demo [--quick] [--tasks TASKS] [--out_dir DIR]",
 }
 _USAGE = "See keras-nna --help and keras-nna COMMAND --help."
@@ -114,7 +117,29 @@ def build_parser():
                                 help="also write the cost report as JSON")
     sub["demo"].add_argument("args", nargs="*", help="see keras-nna demo --help")
     _add_optimize_flags(sub["optimize"])
+    _add_allocate_flags(sub["allocate"])
     return parser, sub
+
+
+def _add_allocate_flags(parser):
+    add = parser.add_argument
+    add("model", nargs="?", metavar="MODEL.keras", help="the trained float Keras model")
+    add("--data", metavar="NAME", help="fashion_mnist, digits, faces or a .npz file with x_train, "
+        "y_train, x_test, y_test (images are resized to the model's input)")
+    add("--budget", action="append", default=[], metavar="NAME=VALUE", help="a limit per inference: "
+        "energy_uj, time_us, events, dram_bytes or program_bytes; repeatable")
+    add("--profile", default="nna-1core", metavar="NAME", help="hardware profile (default: nna-1core)")
+    add("--weight-bits", default="1,2,4,8", metavar="B,B", help="candidate weight widths "
+        "(default: 1,2,4,8)")
+    add("--activation-bits", metavar="B,B", help="candidate activation widths, e.g. 2,4,8 "
+        "(default: keep the policy's)")
+    add("--first-layer", action="store_true", help="also allocate the first layer's weights "
+        "(default: it keeps 8 bits)")
+    add("--val-images", type=int, default=1000, metavar="N", help="held-out training images for "
+        "the sensitivity (default: 1000)")
+    add("--qat-epochs", type=int, default=0, metavar="N", help="then quantize with the chosen "
+        "policy and fine-tune N epochs (default: 0)")
+    add("--out", default="allocate", metavar="DIR", help="output folder (default: allocate)")
 
 
 def _add_optimize_flags(parser):

@@ -179,7 +179,7 @@ def test_usage_errors(files, capsys):
     assert _main("profile", files["prog"], "--input", files["batch"], "--profile", "tpu") == 2
     _one_error_line(capsys, "Unknown hardware profile 'tpu'", "nna-1core, nna-8core")
     assert _main("frobnicate") == 2
-    _one_error_line(capsys, "unknown command 'frobnicate'", "export, inspect, run, profile, optimize, demo")
+    _one_error_line(capsys, "unknown command 'frobnicate'", "export, inspect, run, profile, optimize, allocate, demo")
     assert cli.main(["keras-nna"]) == 2
     _one_error_line(capsys, "missing command")
     assert _main("inspect", files["prog"], "--nosuchflag=1") == 2
