@@ -29,8 +29,9 @@ from keras_nna.export.limits import resolve_limits
 
 __all__ = ["load_op_library", "nna_run", "MODES"]
 
-MODES = ("auto", "event", "dense")
-"""Kernel choices: event scatter, dense dot products, or per-layer automatic."""
+MODES = ("auto", "event", "dense", "skip")
+"""Kernel choices: event scatter, dense dot products, dense dot products over the
+non-zero 4-channel groups only (zero-skipping), or per-layer automatic."""
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _CC_DIR = os.path.join(_HERE, "cc")

@@ -7,7 +7,7 @@ from keras_nna.export import read_program, run_reference, write_program
 from keras_nna.runtime import STAT_NAMES, nna_run
 
 EVENTS_IN, SYNOPS, DENSE_MACS, WEIGHT_BYTES, ACT_BYTES_IN, EVENTS_OUT = range(6)
-MODES = ("event", "dense", "auto")
+MODES = ("event", "dense", "skip", "auto")
 ALL_KINDS = [
     ["conv", "flatten", "dense"],
     ["depthwise", "maxpool", "flatten", "dense"],

@@ -35,8 +35,11 @@ KNNA_TARGET inline int64_t ReduceLanes(__m512i v) {
 
 // Copies the HWC input into a zero-padded [Hp][Wp][Cp] buffer (Cp >= C), 64
 // bytes of slack at the end; returns its start (conv_dense_avx512vnni.cc).
+// flip = 0x80: every byte XOR 0x80 (int8 codes to u8 codes + 128) and the
+// padding filled with 0x80 (code 0 + 128), for the signed-input kernel.
 // Hp * Wp * Cp <= kMaxTensorElements was checked by PrepareLayerVnni.
-const uint8_t* PadInput(const Layer& L, const uint8_t* in, int Cp, std::vector<uint8_t>* buf);
+const uint8_t* PadInput(const Layer& L, const uint8_t* in, int Cp, std::vector<uint8_t>* buf,
+                        uint8_t flip = 0);
 
 }  // namespace avx512vnni
 }  // namespace keras_nna

@@ -62,6 +62,38 @@ KNNA_TARGET inline __attribute__((always_inline)) void Micro(
   }
 }
 
+// Micro over the listed (tap, group) indices only (vpdpbusd): k runs over
+// idx[0..n), reading input at offs[idx[k]] and weights at idx[k] * 64. The
+// skipped indices hold all-zero inputs, so the sums are unchanged.
+template <int NB, int NP>
+KNNA_TARGET inline __attribute__((always_inline)) void MicroIdx(
+    const uint8_t* const* base, const int32_t* offs, const int32_t* idx, int64_t n, const int8_t* W,
+    int64_t wstride, int32_t* const* dst, const __mmask16* masks) {
+  __m512i acc[NP][NB];
+#pragma GCC unroll 16
+  for (int i = 0; i < NP; ++i) {
+#pragma GCC unroll 16
+    for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_setzero_si512();
+  }
+  for (int64_t k = 0; k < n; ++k) {
+    const int64_t kk = idx[k], off = offs[kk];
+    __m512i w[NB];
+#pragma GCC unroll 16
+    for (int j = 0; j < NB; ++j) w[j] = _mm512_loadu_si512(W + j * wstride + kk * 64);
+#pragma GCC unroll 16
+    for (int i = 0; i < NP; ++i) {
+      const __m512i x = _mm512_set1_epi32(Load4(base[i] + off));
+#pragma GCC unroll 16
+      for (int j = 0; j < NB; ++j) acc[i][j] = Dpbusd(acc[i][j], x, w[j]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < NP; ++i) {
+#pragma GCC unroll 16
+    for (int j = 0; j < NB; ++j) _mm512_mask_storeu_epi32(dst[i] + j * 16, masks[j], acc[i][j]);
+  }
+}
+
 // Output blocks ob0..ob0+NB-1 for every position. Position p = (py, px)
 // (px < out_w) has its input at buf + py*sy + px*sx.
 template <int NB, int NP, bool kWord>

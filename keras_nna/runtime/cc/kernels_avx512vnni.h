@@ -25,6 +25,24 @@ bool PrepareSynopsTable(Layer* L);  // false: no table (too many classes or byte
 // (conv_dense_avx512vnni.cc).
 void ConvDenseVnni(const Layer& L, const uint8_t* in, int32_t* acc, std::vector<uint8_t>* pad);
 
+// Signed (int8) input CONV or DENSE with w_vnni and vnni_bias: the codes + 128
+// by vpdpbusd, minus 128 * sum(w) (conv_dense_avx512vnni.cc).
+void ConvDenseVnniSigned(const Layer& L, const int8_t* in, int32_t* acc, std::vector<uint8_t>* pad);
+
+// Work buffers of the zero-skipping kernel.
+struct SkipBuffers {
+  std::vector<uint8_t> pad;    // zero-padded input
+  std::vector<uint64_t> bits;  // per padded pixel: bitmap of non-zero 4-channel groups
+  std::vector<int32_t> idx;    // per tile: the (tap, group) pairs to run
+  std::vector<int32_t> act;    // output positions with a non-zero window
+};
+
+// CONV or DENSE with w_vnni, skipping all-zero windows and all-zero 4-channel
+// groups (conv_skip_avx512vnni.cc). When the fraction of non-zero groups
+// exceeds max_density it runs the dense kernel instead and returns false;
+// returns true when it skipped. Same results as ConvDenseVnni.
+bool ConvSkipVnni(const Layer& L, const uint8_t* in, int32_t* acc, double max_density, SkipBuffers* sb);
+
 // Event scatter of a CONV or DENSE layer with w_vnni: work is proportional to
 // the channel groups of 4 holding a non-zero input code (conv_event_avx512vnni.cc).
 void ConvEventVnni(const Layer& L, const uint8_t* in, int32_t* acc, int64_t* synops);

@@ -77,12 +77,30 @@ void PackConv(Layer* L) {
       L->vnni_offs[int64_t(t) * G + g] = int32_t(((t / L->kw) * Wp + t % L->kw) * 4 * G + 4 * g);
 }
 
+// Signed-input CONV / DENSE (int32): the packed weights plus 128 * sum(w)
+// per output channel, wrapped to 32 bits like the kernel's sums.
+void PackSigned(Layer* L) {
+  PackConv(L);
+  if (L->w_vnni.empty()) return;
+  const int O = L->out_c;
+  const int64_t rows = int64_t(L->kh) * L->kw * L->in_c;
+  L->vnni_bias.assign(size_t(O), 0);
+  for (int o = 0; o < O; ++o) {
+    int64_t sum = 0;  // |sum| <= rows * 128 < 2^36
+    for (int64_t r = 0; r < rows; ++r) sum += L->w[r * O + o];
+    L->vnni_bias[o] = int32_t(uint32_t(uint64_t(sum) * 128u));
+  }
+}
+
 }  // namespace
 
 void PrepareLayerVnni(Layer* L) {
   if (L->kind > kDense) return;  // pools, FLATTEN, ADD: portable kernels
   if (!L->raw) PackRequant(L);   // signed or unsigned output codes
-  if (L->in_signed) return;      // signed (int8) inputs: portable kernels only
+  if (L->in_signed) {            // int8 inputs: CONV/DENSE by code + 128, else portable
+    if ((L->kind == kConv || L->kind == kDense) && !L->acc_wide) PackSigned(L);
+    return;
+  }
   const bool conv_kind = L->kind != kDense;
   const bool table = conv_kind && PrepareSynopsTable(L);
   if (table && !L->acc_wide && (L->kind == kDepthwise || L->kind == kSeparable)) PackDepthwise(L);

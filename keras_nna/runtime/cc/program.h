@@ -93,6 +93,9 @@ struct Layer {
   // Byte offset of (tap, channel group) k = tap*G + g in the zero-padded input
   // [in_h+pads][in_w+pads][4G] of the dense VNNI kernel (< 2^28: int32).
   std::vector<int32_t> vnni_offs;
+  // Signed-input CONV/DENSE: 128 * sum of the weights of each output channel
+  // (mod 2^32), subtracted after the u8 (code + 128) dot products.
+  std::vector<int32_t> vnni_bias;
   // SEPARABLE with int32 accumulation and |depthwise acc| <= 32767: w2 as
   // int16 [out block of 16][channel pair][16 outputs][2 channels]; w as int32
   // [tap][channels padded to 16]. Empty when unused.

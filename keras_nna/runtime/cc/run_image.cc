@@ -29,6 +29,10 @@ constexpr double kAutoDensityScalar = 1.01;
 constexpr double kAutoDensityVnni = 0.04;
 constexpr double kAutoDensityDepthwise = 0.1;  // scalar depthwise / separable
 constexpr double kAutoDensityDepthwiseVnni = 0.03;
+// Auto, AVX-512 VNNI CONV/DENSE above the event threshold: the zero-skipping
+// kernel runs when at most this fraction of the input's 4-channel groups is
+// non-zero, else the dense kernel (the bitmaps cost ~1 % of the dense work).
+constexpr double kAutoSkipGroupDensity = 0.7;
 
 bool UseEvent(Mode mode, double density, double threshold) {
   if (mode != Mode::kAuto) return mode == Mode::kEvent;
@@ -36,23 +40,33 @@ bool UseEvent(Mode mode, double density, double threshold) {
 }
 
 // CONV or DENSE into acc; sets *synops. The VNNI calls are reached only with
-// InT = uint8_t (the layouts are never built for signed inputs).
+// InT = uint8_t, or int8_t for the signed kernel (w_vnni and vnni_bias).
 template <typename AccT, typename InT>
 void RunConvOrDense(const Layer& L, const InT* in, double density, Mode mode, Scratch* s,
                     AccT* acc, int64_t* synops) {
-  const bool vnni = std::is_same<AccT, int32_t>::value && std::is_same<InT, uint8_t>::value && !L.w_vnni.empty();
+  constexpr bool k32 = std::is_same<AccT, int32_t>::value;
+  const bool vnni = k32 && std::is_same<InT, uint8_t>::value && !L.w_vnni.empty();
+  const bool vnni_signed = k32 && std::is_same<InT, int8_t>::value && !L.vnni_bias.empty();
   const uint8_t* in8 = reinterpret_cast<const uint8_t*>(in);  // used only when InT is uint8_t
   int32_t* acc32 = reinterpret_cast<int32_t*>(acc);  // used only when AccT is int32_t
   const bool conv = L.kind == kConv;
-  if (UseEvent(mode, density, vnni ? kAutoDensityVnni : kAutoDensityScalar)) {
+  if (UseEvent(mode, density, vnni || vnni_signed ? kAutoDensityVnni : kAutoDensityScalar)) {
     if (vnni) ConvEventVnni(L, in8, acc32, synops);
     else if (conv) ConvEvent(L, in, acc, synops);
     else PointwiseEvent(in, 1, L.in_c, L.out_c, L.w.data(), L.row_nnz, acc, synops);
     return;
   }
-  if (vnni) ConvDenseVnni(L, in8, acc32, &s->pad);
-  else if (conv) ConvDense(L, in, acc);
-  else PointwiseDense(in, 1, L.in_c, L.out_c, L.w.data(), acc);
+  if (vnni && mode != Mode::kDense) {
+    ConvSkipVnni(L, in8, acc32, mode == Mode::kSkip ? 2.0 : kAutoSkipGroupDensity, &s->skip);
+  } else if (vnni) {
+    ConvDenseVnni(L, in8, acc32, &s->pad);
+  } else if (vnni_signed) {
+    ConvDenseVnniSigned(L, reinterpret_cast<const int8_t*>(in), acc32, &s->pad);
+  } else if (conv) {
+    ConvDense(L, in, acc);
+  } else {
+    PointwiseDense(in, 1, L.in_c, L.out_c, L.w.data(), acc);
+  }
   if (!conv) *synops = PointwiseSynops(in, 1, L.in_c, L.row_nnz);
   else if (HaveVnni() && !L.syn_tab.empty()) *synops = TableSynops(L, in8);
   else *synops = ConvSynops(L, in);

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels_avx512vnni.h"
 #include "program.h"
 
 namespace keras_nna {
@@ -15,8 +16,10 @@ namespace keras_nna {
 // Kernel choice for the conv kinds and DENSE.
 //   kEvent: scatter from non-zero inputs (work proportional to events).
 //   kDense: direct dot products over every input (SIMD where available).
+//   kSkip:  dense dot products over the non-zero 4-channel groups and
+//           windows only (AVX-512 VNNI CONV/DENSE; elsewhere as kDense).
 //   kAuto:  per layer and image, by the input density (run_image.cc).
-enum class Mode { kAuto, kEvent, kDense };
+enum class Mode { kAuto, kEvent, kDense, kSkip };
 
 // Per-thread work buffers, sized on first use and reused across images.
 struct Scratch {
@@ -27,6 +30,7 @@ struct Scratch {
   std::vector<int64_t> acc, acc2;  // int32 accumulators use the same storage
   std::vector<uint8_t> pad;        // SIMD dense path: zero-padded input
   std::vector<int16_t> dw16;       // SIMD SEPARABLE: depthwise stage output
+  SkipBuffers skip;                // SIMD zero-skipping CONV/DENSE
 };
 
 // After ParseProgram() accepted *program: builds the layouts the kernels of

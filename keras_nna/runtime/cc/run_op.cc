@@ -124,7 +124,7 @@ ProgramCache& Cache() {
 REGISTER_OP("KerasNna>Run")
     .Input("program: string")
     .Input("images: uint8")
-    .Attr("mode: {'auto', 'event', 'dense'} = 'auto'")
+    .Attr("mode: {'auto', 'event', 'dense', 'skip'} = 'auto'")
     .Attr("max_work: int = " KERAS_NNA_STR(KERAS_NNA_DEFAULT_MAX_WORK))
     .Attr("max_activation_bytes: int = " KERAS_NNA_STR(KERAS_NNA_DEFAULT_MAX_ACTIVATION_BYTES))
     .Attr("max_constant_bytes: int = " KERAS_NNA_STR(KERAS_NNA_DEFAULT_MAX_CONSTANT_BYTES))
@@ -136,7 +136,8 @@ Runs a keras_nna bytecode program (docs/bytecode.md) on uint8 NHWC images.
 
 program: scalar string, the program bytes; validated before anything runs.
 images: uint8 [N, H, W, C] matching the program header.
-mode: "event" (scatter from non-zero inputs), "dense" (direct dot products) or
+mode: "event" (scatter from non-zero inputs), "dense" (direct dot products),
+  "skip" (dot products over non-zero 4-channel groups and windows only) or
   "auto" (per layer and image, by input density). All give identical results.
 max_work: most worst-case operations per image, summed over layers.
 max_activation_bytes: most bytes of one layer's working set (one image, one thread).
@@ -152,7 +153,8 @@ class RunOp : public OpKernel {
   explicit RunOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     std::string mode;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("mode", &mode));
-    mode_ = mode == "event" ? Mode::kEvent : mode == "dense" ? Mode::kDense : Mode::kAuto;
+    mode_ = mode == "event" ? Mode::kEvent : mode == "dense" ? Mode::kDense
+          : mode == "skip" ? Mode::kSkip : Mode::kAuto;
     OP_REQUIRES_OK(ctx, GetLimits(ctx, &limits_));
   }
 
