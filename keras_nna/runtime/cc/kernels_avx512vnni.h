@@ -33,13 +33,14 @@ void ConvDenseVnniSigned(const Layer& L, const int8_t* in, int32_t* acc, std::ve
 struct SkipBuffers {
   std::vector<uint8_t> pad;    // zero-padded input
   std::vector<uint64_t> bits;  // per padded pixel: bitmap of non-zero 4-channel groups
+  std::vector<uint64_t> wm;    // per non-zero window: bitmap of its non-zero (tap, group) pairs
   std::vector<int32_t> idx;    // per tile: the (tap, group) pairs to run
-  std::vector<int32_t> act;    // output positions with a non-zero window
+  std::vector<int32_t> act;    // (position, window pixel) of the non-zero windows
 };
 
 // CONV or DENSE with w_vnni, skipping all-zero windows and all-zero 4-channel
 // groups (conv_skip_avx512vnni.cc). When the fraction of non-zero groups
-// exceeds max_density it runs the dense kernel instead and returns false;
+// exceeds max_density, or in_c > 256, it runs the dense kernel and returns false;
 // returns true when it skipped. Same results as ConvDenseVnni.
 bool ConvSkipVnni(const Layer& L, const uint8_t* in, int32_t* acc, double max_density, SkipBuffers* sb);
 
