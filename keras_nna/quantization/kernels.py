@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from keras_nna.quantization.quantizers import fake_quantize_weights, quantize_weights
 
-__all__ = ["apply_kernels", "batch_norm_in_sync", "fake_kernels", "live_scale", "quantized_kernels"]
+__all__ = ["apply_kernels", "batch_norm_in_sync", "fake_kernels", "fold_batch_norm", "live_scale", "quantized_kernels"]
 
 
 def batch_norm_in_sync(bn, y):
@@ -44,6 +44,49 @@ def batch_norm_in_sync(bn, y):
         return bn(y, training=True)
     finally:
         bn.synchronized = False
+
+
+def fold_batch_norm(kind, bn, k1, k2, bias=None):
+    """Folds an inference-mode BatchNorm into (fake-quantized) kernels and bias.
+
+    ``g = gamma / sqrt(moving_variance + epsilon)`` multiplies the output
+    channels of the kernel (the pointwise kernel of a separable layer) and
+    the bias becomes ``(bias - moving_mean) * g + beta``: one linear op
+    computes conv + BatchNorm with frozen statistics, as the integer
+    inference does (codes times a per-channel multiplier). Gradients reach
+    the kernel, `gamma` and `beta`.
+
+    Args:
+        kind: As in `quantized_kernels`.
+        bn: A built `keras.layers.BatchNormalization` (channel-last).
+        k1: Kernel (depthwise kernel of a separable layer).
+        k2: Pointwise kernel of a separable layer, else `None`.
+        bias: The layer's bias, or `None`. Defaults to `None`.
+
+    Returns:
+        `(k1f, k2f, bias_f)`.
+
+    Example:
+
+    >>> bn = keras.layers.BatchNormalization(epsilon=0.0)
+    >>> bn.build((None, 2))
+    >>> _ = bn.moving_variance.assign([4.0, 1.0]), bn.moving_mean.assign([1.0, 0.0])
+    >>> k, _, b = fold_batch_norm("dense", bn, tf.ones((3, 2)), None)
+    >>> k.numpy().tolist(), b.numpy().tolist()
+    ([[0.5, 1.0], [0.5, 1.0], [0.5, 1.0]], [-0.5, 0.0])
+    """
+    g = tf.math.rsqrt(tf.stop_gradient(bn.moving_variance) + bn.epsilon)
+    if bn.scale:
+        g = g * bn.gamma
+    b = -tf.stop_gradient(bn.moving_mean) if bias is None else bias - tf.stop_gradient(bn.moving_mean)
+    b = b * g
+    if bn.center:
+        b = b + bn.beta
+    if kind == "separable":
+        return k1, k2 * g, b
+    if kind == "depthwise":
+        return k1 * tf.reshape(g, (1, 1, -1, 1)), k2, b
+    return k1 * g, k2, b
 
 
 def live_scale(depthwise_kernel, scale):

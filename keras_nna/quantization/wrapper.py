@@ -5,8 +5,10 @@
 it (`quantize_model` fuses them for you). It has two faces:
 
 * **Training** (`training=True`): the kernel is fake-quantized to
-  `weight_bits` with a straight-through gradient, BatchNorm runs with batch
-  statistics, and the ReLU output is fake-quantized to `activation_bits`
+  `weight_bits` with a straight-through gradient, a fused BatchNorm is folded
+  into it (frozen moving statistics, trainable gamma/beta: one conv, as the
+  integer inference computes it; `batch_norm_training="batch"` runs it with
+  batch statistics instead), and the ReLU output is fake-quantized to `activation_bits`
   unsigned codes on a power-of-two step (a `signed=True` output, a linear
   hidden block, to signed codes). This is as cheap as the float layer plus a
   few element-wise ops.
@@ -43,6 +45,7 @@ from keras_nna.quantization.kernels import (
     apply_kernels,
     batch_norm_in_sync,
     fake_kernels,
+    fold_batch_norm,
     quantized_kernels,
 )
 from keras_nna.quantization.policy import QuantizationPolicy
@@ -81,6 +84,12 @@ class QuantizeWrapper(keras.layers.Wrapper):
         activation: `"relu"` to quantize the (ReLU) output to unsigned codes,
             `None` for a raw output layer (logits). A wrapped layer whose own
             activation is `"relu"` implies `"relu"`. Defaults to `None`.
+        batch_norm_training: How training computes a fused BatchNorm:
+            `"folded"` folds its frozen moving statistics and its trainable
+            `gamma`/`beta` into the fake-quantized kernel and bias (one conv,
+            no batch moments, the moving statistics stay as they are) or
+            `"batch"`: batch statistics, moving statistics updated. Defaults
+            to `"folded"`.
         signed: With `activation=None`, quantize the output to signed codes
             ``-2**(b-1) .. 2**(b-1) - 1`` on the policy's signed step (a
             linear hidden block, e.g. before a residual Add) instead of a raw
@@ -130,6 +139,7 @@ class QuantizeWrapper(keras.layers.Wrapper):
         first_layer=False,
         input_scale=1.0,
         signed=False,
+        batch_norm_training="folded",
         **kwargs,
     ):
         kind = check_layer(layer)
@@ -180,6 +190,12 @@ class QuantizeWrapper(keras.layers.Wrapper):
                 f"QuantizeWrapper '{kwargs['name']}': signed=True means a linear output (signed "
                 "codes), but the block applies ReLU. Pass signed=False for a ReLU output, or "
                 "remove the ReLU for signed codes.")
+        if batch_norm_training not in ("folded", "batch"):
+            raise ValueError(
+                f"batch_norm_training must be 'folded' or 'batch', received "
+                f"{batch_norm_training!r}. Use 'folded' (frozen moving statistics folded into "
+                "the kernel, the cheaper default) or 'batch' (batch statistics).")
+        self.batch_norm_training = batch_norm_training
         self.activation = activation
         self.signed = bool(signed)
         self.kind = kind
@@ -282,10 +298,13 @@ class QuantizeWrapper(keras.layers.Wrapper):
         k1, k2 = fake_kernels(self.kind, *self._kernels(), self.weight_bits, self.progress)
         if self.input_scale != 1.0:
             x = x * self.input_scale
+        bias = self.layer.bias if self.layer.get_config().get("use_bias", False) else None
+        if self.batch_norm is not None and self.batch_norm_training == "folded":
+            k1, k2, bias = fold_batch_norm(self.kind, self.batch_norm, k1, k2, bias)
         y = self._apply(x, k1, k2)
-        if self.layer.get_config().get("use_bias", False):
-            y = y + self.layer.bias
-        if self.batch_norm is not None:
+        if bias is not None:
+            y = y + bias
+        if self.batch_norm is not None and self.batch_norm_training == "batch":
             y = batch_norm_in_sync(self.batch_norm, y)
         if self.activation_step is not None:
             y = fake_quantize_activations(y, self.activation_bits, self.activation_step,
@@ -322,6 +341,7 @@ class QuantizeWrapper(keras.layers.Wrapper):
                 "first_layer": self.first_layer,
                 "input_scale": self.input_scale,
                 "signed": self.signed,
+                "batch_norm_training": self.batch_norm_training,
             }
         )
         return config
