@@ -35,6 +35,7 @@ constexpr double kAutoDensityDepthwiseVnni = 0.03;
 // with nothing to skip the skip kernel costs ~1.3-2x the dense one (bitmaps,
 // per-tile lists); it won only where ~25 % of the groups were non-zero.
 constexpr double kAutoSkipGroupDensity = 0.3;
+constexpr int kAutoSkipMinChannels = 16;
 
 bool UseEvent(Mode mode, double density, double threshold) {
   if (mode != Mode::kAuto) return mode == Mode::kEvent;
@@ -58,7 +59,9 @@ void RunConvOrDense(const Layer& L, const InT* in, double density, Mode mode, Sc
     else PointwiseEvent(in, 1, L.in_c, L.out_c, L.w.data(), L.row_nnz, acc, synops);
     return;
   }
-  if (vnni && mode != Mode::kDense) {
+  // Auto skips only layers of >= 16 input channels: with fewer, the tiles'
+  // lists cost more than the skipped dot products (measured).
+  if (vnni && (mode == Mode::kSkip || (mode == Mode::kAuto && L.in_c >= kAutoSkipMinChannels))) {
     ConvSkipVnni(L, in8, acc32, mode == Mode::kSkip ? 2.0 : kAutoSkipGroupDensity, &s->skip);
   } else if (vnni) {
     ConvDenseVnni(L, in8, acc32, &s->pad);
