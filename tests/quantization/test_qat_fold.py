@@ -110,3 +110,20 @@ def test_fake_quantize_activations_gradient_unchanged():
         tape.watch(x)
         y = fake_quantize_activations(x, 4, 0.25)
     assert tape.gradient(y, x).numpy().tolist() == [0.0, 1.0, 0.0]
+
+
+def _unfused(x, bits, step, signed):
+    """The documented formula, element-wise in float64."""
+    from keras_nna.quantization.quantizers import activation_range
+    lo, hi = activation_range(bits, signed)
+    return np.clip(np.floor(np.asarray(x, np.float64) / step + 0.5), lo, hi) * step
+
+
+@pytest.mark.parametrize("bits,signed", [(2, False), (4, False), (8, False), (2, True), (4, True),
+                                         (8, True)], ids=["u2", "u4", "u8", "s2", "s4", "s8"])
+def test_fused_fake_quantize_activations_matches_formula(bits, signed):
+    step = 0.25
+    ties = np.arange(-300, 300, dtype=np.float32) / 8  # every half-step tie and beyond the clip
+    x = np.concatenate([ties, np.random.default_rng(bits).normal(0, 4, 5000).astype("float32")])
+    got = fake_quantize_activations(tf.constant(x), bits, step, signed=signed).numpy()
+    np.testing.assert_array_equal(got, _unfused(x, bits, step, signed))
