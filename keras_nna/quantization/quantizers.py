@@ -289,10 +289,8 @@ def fake_quantize_activations(x, bits, step, signed=False):
     Forward: ``clip(floor(x / step + 0.5), lo, hi) * step`` with ``(lo, hi) =
     activation_range(bits, signed)`` (unsigned: the clip at 0 is the ReLU).
     Backward: the gradient is 1 where ``lo * step < x < hi * step`` and 0
-    outside (straight-through estimator). 2–8 bits on float32 run as one
-    fused `tf.quantization.fake_quant_with_min_max_args` (signed codes: it
-    shifts by ``-lo * step`` first, which may move a float32 value sitting
-    within an ulp of a rounding boundary; training only).
+    outside (STE). 2–8 bits on float32: one fused `fake_quant_with_min_max_args`
+    (its scale is exactly `step`; signed codes may differ within an ulp of a tie).
 
     Args:
         x: Pre-activation tensor.
@@ -313,9 +311,7 @@ def fake_quantize_activations(x, bits, step, signed=False):
     """
     lo, hi = activation_range(bits, signed)
     fused = isinstance(step, (int, float)) and getattr(x, "dtype", None) == tf.float32
-    if int(bits) >= 2 and fused:
-        # One fused op (XLA-compilable), same grid, round-half-up and STE: its
-        # scale (hi - lo) * step / (2**bits - 1) is exactly `step` here.
+    if int(bits) >= 2 and fused:  # one XLA-compilable op: same grid, round-half-up and STE
         return tf.quantization.fake_quant_with_min_max_args(
             x, min=lo * step, max=hi * step, num_bits=int(bits))
     clipped = tf.clip_by_value(x, lo * step, hi * step)
