@@ -89,7 +89,9 @@ class QuantizeWrapper(keras.layers.Wrapper):
             `gamma`/`beta` into the fake-quantized kernel and bias (one conv,
             no batch moments, the moving statistics stay as they are) or
             `"batch"`: batch statistics, moving statistics updated. Defaults
-            to `"folded"`.
+            to `"auto"`: `"folded"` if the moving statistics differ from
+            their initial values (0 and 1) when training is traced (QAT of
+            a trained float model), else `"batch"` (QAT from scratch).
         signed: With `activation=None`, quantize the output to signed codes
             ``-2**(b-1) .. 2**(b-1) - 1`` on the policy's signed step (a
             linear hidden block, e.g. before a residual Add) instead of a raw
@@ -139,7 +141,7 @@ class QuantizeWrapper(keras.layers.Wrapper):
         first_layer=False,
         input_scale=1.0,
         signed=False,
-        batch_norm_training="folded",
+        batch_norm_training="auto",
         **kwargs,
     ):
         kind = check_layer(layer)
@@ -190,11 +192,11 @@ class QuantizeWrapper(keras.layers.Wrapper):
                 f"QuantizeWrapper '{kwargs['name']}': signed=True means a linear output (signed "
                 "codes), but the block applies ReLU. Pass signed=False for a ReLU output, or "
                 "remove the ReLU for signed codes.")
-        if batch_norm_training not in ("folded", "batch"):
+        if batch_norm_training not in ("auto", "folded", "batch"):
             raise ValueError(
-                f"batch_norm_training must be 'folded' or 'batch', received "
+                f"batch_norm_training must be 'auto', 'folded' or 'batch', received "
                 f"{batch_norm_training!r}. Use 'folded' (frozen moving statistics folded into "
-                "the kernel, the cheaper default) or 'batch' (batch statistics).")
+                "the kernel), 'batch' (batch statistics) or 'auto' (folded once trained).")
         self.batch_norm_training = batch_norm_training
         self.activation = activation
         self.signed = bool(signed)
@@ -299,17 +301,28 @@ class QuantizeWrapper(keras.layers.Wrapper):
         if self.input_scale != 1.0:
             x = x * self.input_scale
         bias = self.layer.bias if self.layer.get_config().get("use_bias", False) else None
-        if self.batch_norm is not None and self.batch_norm_training == "folded":
+        mode = self._batch_norm_mode()
+        if mode == "folded":
             k1, k2, bias = fold_batch_norm(self.kind, self.batch_norm, k1, k2, bias)
         y = self._apply(x, k1, k2)
         if bias is not None:
             y = y + bias
-        if self.batch_norm is not None and self.batch_norm_training == "batch":
+        if mode == "batch":
             y = batch_norm_in_sync(self.batch_norm, y)
         if self.activation_step is not None:
             y = fake_quantize_activations(y, self.activation_bits, self.activation_step,
                                           signed=self.signed)
         return y
+
+    def _batch_norm_mode(self):
+        """`"folded"`, `"batch"` or `None` (no BatchNorm); "auto" decided at trace time."""
+        bn, mode = self.batch_norm, self.batch_norm_training
+        if bn is None or mode != "auto":
+            return None if bn is None else mode
+        with tf.init_scope():  # read the variables' current values even inside tf.function
+            fresh = (np.all(bn.moving_mean.numpy() == 0.0)
+                     and np.all(bn.moving_variance.numpy() == 1.0))
+        return "batch" if fresh else "folded"
 
     def _call_exact(self, x):
         x = tf.cast(x, tf.float64)

@@ -100,7 +100,7 @@ def test_config_round_trip_and_bad_value():
     w, _ = _wrapper("conv", "batch")
     clone = QuantizeWrapper.from_config(w.get_config())
     assert clone.batch_norm_training == "batch"
-    with pytest.raises(ValueError, match="batch_norm_training must be 'folded' or 'batch'.*'moving'"):
+    with pytest.raises(ValueError, match="batch_norm_training must be 'auto', 'folded' or 'batch'.*'moving'"):
         QuantizeWrapper(keras.layers.Dense(2), batch_norm_training="moving")
 
 
@@ -127,3 +127,16 @@ def test_fused_fake_quantize_activations_matches_formula(bits, signed):
     x = np.concatenate([ties, np.random.default_rng(bits).normal(0, 4, 5000).astype("float32")])
     got = fake_quantize_activations(tf.constant(x), bits, step, signed=signed).numpy()
     np.testing.assert_array_equal(got, _unfused(x, bits, step, signed))
+
+
+@pytest.mark.parametrize("trained", [False, True], ids=["fresh_stats", "trained_stats"])
+def test_auto_folds_only_trained_statistics(trained):
+    w, x = _wrapper("conv", "auto")
+    if not trained:
+        w.batch_norm.moving_mean.assign(np.zeros(4, "float32"))
+        w.batch_norm.moving_variance.assign(np.ones(4, "float32"))
+    before = w.batch_norm.moving_mean.numpy().copy()
+    got = tf.function(lambda t: w(t, training=True))(x).numpy()  # decided at trace time
+    assert np.allclose(before, w.batch_norm.moving_mean.numpy()) == trained
+    if trained:
+        np.testing.assert_allclose(got, _reference(w, x).numpy(), rtol=1e-4, atol=1e-4)
