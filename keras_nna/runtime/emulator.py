@@ -93,14 +93,11 @@ class Emulator:
     """
 
     def __init__(self, program, mode="auto", limits=None):
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}. Received: mode={mode!r}")
-        self.mode, self.limits = mode, resolve_limits(limits)
-        names = None
-        if hasattr(program, "layers") and hasattr(program, "to_bytes"):
-            names = [getattr(rec, "name", "") or None for rec in program.layers]
-        self._bytes = program_bytes(program)
-        data = self._bytes
+        self.mode, self.limits = mode, resolve_limits(limits)  # nna_run below checks both
+        names = ([getattr(rec, "name", "") or None for rec in program.layers]
+                 if hasattr(program, "layers") and hasattr(program, "to_bytes") else None)
+        data = self._bytes = program_bytes(program)
+        self._program_tensor = None  # one tf.constant per emulator: the op's cache key
         try:
             header = peek_header(data)
         except BytecodeError:  # the op below rejects it with its own reason
@@ -109,7 +106,7 @@ class Emulator:
         h, w, c = (header.in_h, header.in_w, header.in_c) if header else (1, 1, 1)
         # Validation by the op itself: an empty batch parses the whole program.
         empty = tf.zeros((0, max(h, 1), max(w, 1), max(c, 1)), tf.uint8)
-        nna_run(data, empty, mode=mode, limits=self.limits)
+        nna_run(self._program_arg(), empty, mode=mode, limits=self.limits)
         self._input_shape = (h, w, c)
         self._input_bits = header.in_bits if header else 8
         self._input_scale = float(header.input_scale if header else 1.0)
@@ -118,10 +115,8 @@ class Emulator:
         if names is None or len(names) != n_layers or not all(names):
             names = [f"{k}_{i}" for i, k in enumerate(self._layer_kinds)]
         self._layer_names = tuple(names)
-        last = instrs[-1]
-        shape = (last.out_h, last.out_w, last.out_c)
+        shape = (instrs[-1].out_h, instrs[-1].out_w, instrs[-1].out_c)
         self._output_shape = (shape[2],) if shape[:2] == (1, 1) else shape
-        self._program_tensor = None
 
     @property
     def program(self):
@@ -214,14 +209,27 @@ class Emulator:
         >>> outputs.tolist(), stats.events_in.tolist(), stats.summary()["synops"]
         ([[5.0]], [[2]], 2.0)
         """
+        mode = mode or self.mode
+        if tf.executing_eagerly() and self._ready(images):  # fast path: the op takes it as is
+            out, stats = nna_run(self._program_arg(), images, mode=mode, limits=self.limits)
+            numpy = isinstance(images, np.ndarray)
+            return (out.numpy(), LayerStats(stats.numpy())) if numpy else (out, stats)
         as_numpy = not tf.is_tensor(images)
         x = self.to_uint8(images)
-        outputs, stats = nna_run(self._program_arg(), x, mode=mode or self.mode, limits=self.limits)
+        outputs, stats = nna_run(self._program_arg(), x, mode=mode, limits=self.limits)
         outputs.set_shape((x.shape[0],) + self.output_shape)
         stats.set_shape((x.shape[0], self.n_layers, len(STAT_NAMES)))
         if as_numpy and tf.executing_eagerly():
             return outputs.numpy(), LayerStats(stats.numpy())
         return outputs, stats
+
+    def _ready(self, images):
+        """True for a NumPy array or eager tensor of uint8 codes the op takes as it is."""
+        eager = isinstance(images, tf.Tensor) and hasattr(images, "numpy")
+        if self._input_bits != 8 or not (eager or isinstance(images, np.ndarray)):
+            return False
+        shape = tuple(images.shape)
+        return images.dtype == np.uint8 and len(shape) == 4 and shape[1:] == self._input_shape
 
     def _program_arg(self):
         if tf.executing_eagerly():
@@ -306,10 +314,7 @@ class EmulatorLayer(keras.layers.Layer):
         self.return_stats = bool(return_stats)
 
     def call(self, inputs):
-        x = self.emulator.to_uint8(inputs)
-        outputs, stats = nna_run(self.emulator.program, x, mode=self.mode, limits=self.limits)
-        outputs.set_shape((x.shape[0],) + self.emulator.output_shape)
-        stats.set_shape((x.shape[0], self.emulator.n_layers, len(STAT_NAMES)))
+        outputs, stats = self.emulator.run_with_stats(inputs)
         return (outputs, stats) if self.return_stats else outputs
 
     def compute_output_shape(self, input_shape):

@@ -13,6 +13,13 @@ it as ``keras_nna_run``. Most users want :class:`keras_nna.runtime.Emulator`;
 :func:`nna_run` is the raw op::
 
     outputs, stats = nna_run(program_bytes, images_uint8_nhwc)
+
+The op parses and prepares a program once and caches it (the last 8
+programs). A call with the same program tensor as before (an Emulator's, a
+graph constant) finds it without reading the bytes; a new tensor holding the
+same bytes is matched by comparing them. In eager mode, :func:`nna_run` keeps
+one string tensor for each of the last few ``bytes`` objects it was given, so
+a loop passing the same ``bytes`` neither copies nor compares them.
 """
 
 import glob
@@ -40,6 +47,8 @@ _EXTRA_FLAGS = ["-O3", "-g0", "-fPIC", "-shared", "-Wno-deprecated-declarations"
                 "-Wno-interference-size", "-Wno-unused-result"]
 _lock = threading.Lock()
 _module = None
+_tensors = {}  # id(bytes) -> (bytes, eager tensor): keeping the bytes keeps the id unique
+_MAX_TENSORS = 4
 
 
 def _sources():
@@ -150,4 +159,19 @@ def nna_run(program, images, mode="auto", limits=None):
     limits = resolve_limits(limits)
     if isinstance(program, (bytearray, memoryview)):
         program = bytes(program)
+    if isinstance(program, bytes) and tf.executing_eagerly():
+        program = _program_tensor(program)
     return load_op_library().keras_nna_run(program=program, images=images, mode=mode, **limits)
+
+
+def _program_tensor(data):
+    """The eager string tensor of `data` (``bytes``), one per recent ``bytes`` object."""
+    hit = _tensors.get(id(data))
+    if hit is not None and hit[0] is data:
+        return hit[1]
+    tensor = tf.constant(data)
+    with _lock:
+        while len(_tensors) >= _MAX_TENSORS:
+            _tensors.pop(next(iter(_tensors)))
+        _tensors[id(data)] = (data, tensor)
+    return tensor

@@ -29,20 +29,37 @@ using ::tensorflow::tstring;
 namespace errors = ::tensorflow::errors;
 namespace shape_inference = ::tensorflow::shape_inference;
 
-// Parsed and prepared programs keyed by their exact bytes (most recent
-// first), so repeated calls with the same program (batch-1 inference loops)
-// skip parsing.
+// Parsed and prepared programs (most recent first), so repeated calls with
+// the same program (batch-1 inference loops) neither parse nor compare bytes.
+//
+// An entry keeps a reference to the last program tensor it was found
+// through. While that reference lives, the tensor's buffer cannot be freed
+// and reused for other bytes, and TensorFlow does not write into a buffer
+// that is shared (copy-on-write), so a call whose program tensor shares that
+// buffer (an Emulator's tf.constant, a graph constant) reuses the entry
+// without reading the bytes. Any other tensor is matched by its exact bytes
+// (memcmp), then becomes the entry's reference. VIEW/OFFSET strings point at
+// memory the tensor does not own: they are always matched by bytes.
 class ProgramCache {
  public:
-  // Returns the parsed program, or nullptr with *error set. Entries are keyed
-  // by the bytes and the limits they were accepted under.
-  std::shared_ptr<const Program> Get(const char* data, size_t size, const ProgramLimits& limits,
-                                     std::string* error) {
+  // Returns the parsed program, or nullptr with *error set. `tensor` is the
+  // scalar string tensor holding data[0, size) (nullptr: match by bytes only).
+  // Entries are keyed by the bytes and the limits they were accepted under.
+  std::shared_ptr<const Program> Get(const Tensor* tensor, const char* data, size_t size,
+                                     const ProgramLimits& limits, std::string* error) {
     {
       std::lock_guard<std::mutex> lock(mu_);
+      for (auto it = entries_.begin(); tensor != nullptr && it != entries_.end(); ++it) {
+        if (it->data == data && it->bytes.size() == size && it->limits == limits &&
+            it->holder.SharesBufferWith(*tensor)) {  // same buffer, same string
+          if (it != entries_.begin()) entries_.splice(entries_.begin(), entries_, it);
+          return entries_.front().program;
+        }
+      }
       for (auto it = entries_.begin(); it != entries_.end(); ++it) {
         if (it->limits == limits && it->bytes.size() == size &&
             std::memcmp(it->bytes.data(), data, size) == 0) {
+          Hold(tensor, data, &*it);
           entries_.splice(entries_.begin(), entries_, it);
           return entries_.front().program;
         }
@@ -54,7 +71,8 @@ class ProgramCache {
     }
     PrepareProgram(program.get());  // kernel layouts, only for a validated program
     std::lock_guard<std::mutex> lock(mu_);
-    entries_.push_front(Entry{std::string(data, size), limits, program});
+    entries_.push_front(Entry{std::string(data, size), limits, program, Tensor(), nullptr});
+    Hold(tensor, data, &entries_.front());
     if (entries_.size() > kCapacity) entries_.pop_back();
     return program;
   }
@@ -64,7 +82,19 @@ class ProgramCache {
     std::string bytes;
     ProgramLimits limits;
     std::shared_ptr<const Program> program;
+    Tensor holder;               // last tensor found holding `bytes` (keeps its buffer alive)
+    const char* data = nullptr;  // that tensor's string bytes; nullptr: no fast path
   };
+
+  // Makes `tensor` the entry's fast-path key when its string owns its bytes.
+  static void Hold(const Tensor* tensor, const char* data, Entry* e) {
+    if (tensor == nullptr) return;
+    const tstring::Type type = tensor->scalar<tstring>()().type();
+    if (type != tstring::SMALL && type != tstring::LARGE) return;
+    e->holder = *tensor;
+    e->data = data;
+  }
+
   static constexpr size_t kCapacity = 8;
   std::mutex mu_;
   std::list<Entry> entries_;
@@ -107,7 +137,7 @@ ProgramCache& Cache() {
   ProgramLimits limits;
   TF_RETURN_IF_ERROR(GetLimits(c, &limits));
   std::string error;
-  auto p = Cache().Get(bytes.data(), bytes.size(), limits, &error);
+  auto p = Cache().Get(nullptr, bytes.data(), bytes.size(), limits, &error);
   if (!p) return errors::InvalidArgument("KerasNna>Run: invalid program: ", error);
   if (p->out_rank1) {
     c->set_output(0, c->MakeShape({n, p->out_c}));
@@ -166,7 +196,8 @@ class RunOp : public OpKernel {
                                         program_t.shape().DebugString()));
     const tstring& bytes = program_t.scalar<tstring>()();
     std::string error;
-    std::shared_ptr<const Program> p = Cache().Get(bytes.data(), bytes.size(), limits_, &error);
+    std::shared_ptr<const Program> p =
+        Cache().Get(&program_t, bytes.data(), bytes.size(), limits_, &error);
     OP_REQUIRES(ctx, p != nullptr, errors::InvalidArgument("KerasNna>Run: invalid program: ", error));
     const TensorShape& s = images.shape();
     OP_REQUIRES(ctx,
@@ -199,8 +230,6 @@ class RunOp : public OpKernel {
     float* out = outputs->flat<float>().data();
     int64_t* st = stats->flat<int64_t>().data();
     const Mode mode = mode_;
-    int64_t cost = 1000;
-    for (const Layer& L : p->layers) cost += L.dense_macs + L.in_elems;
     auto work = [&](int64_t begin, int64_t end) {
       // Work buffers live per thread across calls: no allocation per image or call.
       static thread_local Scratch scratch;
@@ -210,6 +239,12 @@ class RunOp : public OpKernel {
       }
       if (scratch.acc.size() > (size_t(1) << 23)) scratch = Scratch();  // don't hold > ~64 MB
     };
+    if (n == 1) {  // one image: run it on this thread, no thread-pool bookkeeping
+      work(0, 1);
+      return;
+    }
+    int64_t cost = 1000;
+    for (const Layer& L : p->layers) cost += L.dense_macs + L.in_elems;
     auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
     pool->ParallelFor(n, cost, work);
   }
