@@ -39,7 +39,9 @@ namespace shape_inference = ::tensorflow::shape_inference;
 // buffer (an Emulator's tf.constant, a graph constant) reuses the entry
 // without reading the bytes. Any other tensor is matched by its exact bytes
 // (memcmp), then becomes the entry's reference. VIEW/OFFSET strings point at
-// memory the tensor does not own: they are always matched by bytes.
+// memory the tensor does not own: they are always matched by bytes. (The one
+// exception to copy-on-write is a TF1 reference variable, whose Assign writes
+// into its buffer in place; programs are not expected to live in one.)
 class ProgramCache {
  public:
   // Returns the parsed program, or nullptr with *error set. `tensor` is the
