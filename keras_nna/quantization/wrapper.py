@@ -88,8 +88,8 @@ class QuantizeWrapper(keras.layers.Wrapper):
             `"folded"` folds its frozen moving statistics and its trainable
             `gamma`/`beta` into the fake-quantized kernel and bias (one conv,
             no batch moments, the moving statistics stay as they are) or
-            `"batch"`: batch statistics, moving statistics updated. Defaults
-            to `"auto"`: `"folded"` if the moving statistics differ from
+            `"batch"`: batch statistics, moving statistics updated (the
+            default: `"auto"` changed mode when a run resumed). `"auto"`: `"folded"` if the moving statistics differ from
             their initial values (0 and 1) when training is traced (QAT of
             a trained float model), else `"batch"` (QAT from scratch).
         signed: With `activation=None`, quantize the output to signed codes
@@ -141,7 +141,7 @@ class QuantizeWrapper(keras.layers.Wrapper):
         first_layer=False,
         input_scale=1.0,
         signed=False,
-        batch_norm_training="auto",
+        batch_norm_training="batch",
         **kwargs,
     ):
         kind = check_layer(layer)
