@@ -121,14 +121,20 @@ def build_parser():
     return parser, sub
 
 
-def _add_allocate_flags(parser):
+def _add_model_data_budget_flags(parser, model_help):
+    """MODEL.keras, --data, --budget and --profile: shared by optimize and allocate."""
     add = parser.add_argument
-    add("model", nargs="?", metavar="MODEL.keras", help="the trained float Keras model")
+    add("model", nargs="?", metavar="MODEL.keras", help=model_help)
     add("--data", metavar="NAME", help="fashion_mnist, digits, faces or a .npz file with x_train, "
         "y_train, x_test, y_test (images are resized to the model's input)")
     add("--budget", action="append", default=[], metavar="NAME=VALUE", help="a limit per inference: "
         "energy_uj, time_us, events, dram_bytes or program_bytes; repeatable")
     add("--profile", default="nna-1core", metavar="NAME", help="hardware profile (default: nna-1core)")
+    return add
+
+
+def _add_allocate_flags(parser):
+    add = _add_model_data_budget_flags(parser, "the trained float Keras model")
     add("--weight-bits", default="1,2,4,8", metavar="B,B", help="candidate weight widths "
         "(default: 1,2,4,8)")
     add("--activation-bits", metavar="B,B", help="candidate activation widths, e.g. 2,4,8 "
@@ -143,13 +149,7 @@ def _add_allocate_flags(parser):
 
 
 def _add_optimize_flags(parser):
-    add = parser.add_argument
-    add("model", nargs="?", metavar="MODEL.keras", help="the trained float Keras model to start from")
-    add("--data", metavar="NAME", help="fashion_mnist, digits, faces or a .npz file with x_train, "
-        "y_train, x_test, y_test (images are resized to the model's input)")
-    add("--budget", action="append", default=[], metavar="NAME=VALUE", help="a limit per inference: "
-        "energy_uj, time_us, events, dram_bytes or program_bytes; repeatable")
-    add("--profile", default="nna-1core", metavar="NAME", help="hardware profile (default: nna-1core)")
+    add = _add_model_data_budget_flags(parser, "the trained float Keras model to start from")
     add("--objective", metavar="NAME", help="cost to minimise next to accuracy (default: the first "
         "budget limit)")
     add("--trials", type=int, default=20, metavar="N", help="trials in the study, all workers "
